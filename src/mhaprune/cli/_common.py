@@ -1,0 +1,109 @@
+"""Shared CLI helpers: user errors, model loading, key=value model arguments, YAML recipes."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..data import DatasetError
+from ..export import CheckpointError
+from ..models import UnknownModelError
+from ..train import TrainingError
+
+
+class UserError(ValueError):
+    """Bad input from the command line: reported without a traceback, exit code 2."""
+
+
+USER_ERRORS = (UserError, DatasetError, CheckpointError, UnknownModelError, TrainingError, ValueError, FileExistsError,
+               PermissionError, FileNotFoundError)
+
+
+def parse_model_args(pairs: list[str] | None) -> dict:
+    """``["drop_path_rate=0.1", "attn_type=LLSS"]`` -> dict (Python literals where they parse, else strings)."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UserError(f"--model-arg expects KEY=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        try:
+            out[k.strip()] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k.strip()] = v
+    return out
+
+
+def load_yaml_config(path: str | None) -> dict:
+    if not path:
+        return {}
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"config file {p} does not exist")
+    try:
+        cfg = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {p} is not valid YAML: {e}") from e
+    if not isinstance(cfg, dict):
+        raise UserError(f"config file {p} must hold a mapping of option: value")
+    return {k.replace("-", "_"): v for k, v in cfg.items()}
+
+
+def resolve(args, defaults: dict, recipe: dict) -> dict:
+    """Explicit flags win over the YAML recipe, which wins over the built-in defaults."""
+    out = {}
+    unknown = set(recipe) - set(defaults)
+    if unknown:
+        raise UserError(f"unknown option(s) in the config file: {', '.join(sorted(unknown))}")
+    for k, d in defaults.items():
+        v = getattr(args, k, None)
+        out[k] = v if v is not None else recipe.get(k, d)
+    return out
+
+
+def pick_device(name: str | None) -> str:
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} requested but CUDA is not available; use --device cpu")
+    return name
+
+
+def prepare_out_dir(out: str, overwrite: bool, resume: bool, markers=("config.json", "checkpoint.pt")) -> Path:
+    """Refuse to write into a folder that already holds a run unless ``--overwrite`` or ``--resume``."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} exists and is not a folder")
+    holds_run = path.is_dir() and any((path / m).exists() for m in markers)
+    if holds_run and not (overwrite or resume):
+        raise UserError(f"--out {path} already holds a run; pass --overwrite to replace it or --resume to continue it")
+    if resume and not (path / "checkpoint.pt").exists():
+        raise UserError(f"--resume given but {path} holds no checkpoint.pt; drop --resume to start a new run")
+    if holds_run and overwrite and not resume:
+        shutil.rmtree(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"--out {path} is not writable ({e.strerror}); choose another folder") from e
+    return path
+
+
+def load_model_arg(model: str | None, checkpoint: str | None, pretrained: bool = False, model_args=None):
+    """A model from ``--model NAME`` (optionally with bundled weights) or ``--checkpoint DIR``."""
+    from ..export import load_model
+    from ..models import create_model
+
+    if bool(model) == bool(checkpoint):
+        raise UserError("give exactly one of --model NAME or --checkpoint DIR")
+    if checkpoint:
+        if model_args:
+            raise UserError("--model-arg cannot be combined with --checkpoint (the folder fixes the architecture)")
+        return load_model(checkpoint)
+    return create_model(model, pretrained=pretrained, **(model_args or {}))

@@ -1,0 +1,42 @@
+"""``mhaprune eval``: top-1/top-5 and loss of a model folder on a dataset split."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub):
+    p = sub.add_parser("eval", help="evaluate a model folder (or a registered model with bundled weights)")
+    src = p.add_argument_group("model")
+    src.add_argument("--checkpoint", metavar="DIR", help="model folder (config.json + model.safetensors)")
+    src.add_argument("--model", metavar="NAME", help="registered model with bundled weights")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|PATH")
+    d.add_argument("--data-dir", metavar="DIR", help="folder with the Fashion-MNIST IDX files")
+    d.add_argument("--split", default="test", choices=("test", "val", "train"))
+    p.add_argument("--batch-size", type=int, default=256, metavar="N")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..data import build_data
+    from ..train import evaluate
+    from ._common import UserError, load_model_arg, pick_device
+
+    model = load_model_arg(args.model, args.checkpoint, pretrained=True)
+    device = pick_device(args.device)
+    splits = build_data(args.data, model.input_size, args.data_dir, augment=False)
+    ds = {"test": splits.test, "val": splits.val, "train": splits.train}[args.split]
+    if ds is None:
+        raise UserError(f"{args.data} has no {args.split} split")
+    if args.batch_size <= 0:
+        raise UserError("--batch-size must be positive")
+    m = evaluate(model.to(device), ds, batch_size=args.batch_size, device=device, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps({"split": args.split, **m}))
+    else:
+        print(f"{args.split}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  loss {m['loss']:.4f}  ({m['count']} images)")
+    return 0

@@ -1,0 +1,6 @@
+"""Model families (FLatten-Swin/Swin, FLatten-PVT/PVT, DeiT/FLatten-DeiT) and the registry."""
+
+from . import deit, flatten_swin, pvt  # noqa: F401  (registers the entry points)
+from ._registry import ModelInfo, UnknownModelError, create_model, list_models, model_info, register_model
+
+__all__ = ["ModelInfo", "UnknownModelError", "create_model", "list_models", "model_info", "register_model"]

@@ -1,0 +1,33 @@
+"""Reference weights shipped inside the package (trained here on Fashion-MNIST; no network access)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def pretrained_models() -> list[str]:
+    """Names of the models with bundled reference weights."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "model.safetensors").exists())
+
+
+def pretrained_path(name: str) -> Path:
+    path = WEIGHTS_DIR / name
+    if not (path / "model.safetensors").exists():
+        have = ", ".join(pretrained_models()) or "none"
+        raise ValueError(f"no bundled weights for {name!r} (bundled: {have}); use pretrained=False or --checkpoint")
+    return path
+
+
+def load_pretrained(name: str, **kwargs):
+    from ..export.folder import load_model, read_config
+
+    path = pretrained_path(name)
+    cfg_args = read_config(path).get("model_args", {})
+    clash = {k: v for k, v in kwargs.items() if cfg_args.get(k, v) != v}
+    if clash:
+        raise ValueError(f"bundled {name} weights were trained with {cfg_args}; the arguments {clash} do not fit them")
+    return load_model(path)

@@ -1,0 +1,360 @@
+"""The one training engine: plain training, pruning search and fine-tuning all run through :class:`Trainer`.
+
+AdamW with a warm-up + cosine schedule, label smoothing, optional mixup/cutmix, gradient clipping, EMA and AMP (CUDA);
+loss objects and callbacks compose the variants. Checkpoints (every ``save_every`` steps and at the end of each
+epoch) are written atomically and hold only plain containers and tensors, so they load with
+``torch.load(weights_only=True)``; ``resume`` continues exactly (model, optimizer, scheduler, RNG, data order, step).
+Under ``torchrun`` the engine runs distributed data parallel with the same global batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from ..utils import atomic_torch_save, atomic_write_json, configure_deterministic_mode, run_metadata, seed_all
+from ..utils import distributed as du
+from ..utils.seed import rng_state, set_rng_state
+from .callbacks import Callback
+from .losses import ClassificationLoss, mix_batch
+
+_logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged loss, unusable checkpoint)."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation recipe. ``epochs`` may be fractional (e.g. 0.5); ``max_steps`` caps the step count."""
+
+    epochs: float = 10.0
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.1
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    clip_grad: float | None = 5.0
+    ema_decay: float | None = None
+    amp: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    save_every: int = 500
+    log_every: int = 50
+    eval_every_epoch: bool = True
+    max_steps: int | None = None
+    num_workers: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def validate(self, n_train: int, world: int = 1) -> None:
+        if self.batch_size < world or self.batch_size % world:
+            raise ValueError(f"batch size {self.batch_size} must be a positive multiple of the number of processes "
+                             f"({world})")
+        if self.batch_size > n_train:
+            raise ValueError(f"batch size {self.batch_size} is larger than the training set ({n_train} images); "
+                             f"use --batch-size {n_train} or less")
+        if self.epochs <= 0 and not self.max_steps:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+class ModelEma:
+    """Exponential moving average of a model's parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, m in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.mul_(self.decay).add_(m.detach(), alpha=1 - self.decay)
+            else:
+                e.copy_(m)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _batches(n: int, global_batch: int, epoch: int, seed: int, rank: int, world: int, drop_last: bool = True):
+    """Index batches of one epoch: a seeded permutation, identical on every rank, sliced per rank."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    nb = n // global_batch if drop_last else math.ceil(n / global_batch)
+    local = global_batch // world
+    return [perm[b * global_batch + rank * local : b * global_batch + (rank + 1) * local].tolist() for b in range(nb)]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, batch_size: int = 256, device: str = "cpu", progress: bool = False,
+             desc: str = "eval") -> dict:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy over ``dataset``; sharded and reduced under DDP."""
+    from tqdm import tqdm
+
+    model.eval()
+    rank, world = du.rank(), (torch.distributed.get_world_size() if du.is_distributed() else 1)
+    idx = list(range(rank, len(dataset), world))
+    loader = DataLoader(torch.utils.data.Subset(dataset, idx), batch_size=batch_size, shuffle=False)
+    stats = torch.zeros(4, dtype=torch.float64)  # correct1, correct5, loss_sum, count
+    for x, y in tqdm(loader, desc=desc, disable=not (progress and sys.stderr.isatty()), leave=False):
+        x, y = x.to(device), y.to(device)
+        logits = model(x).float()
+        k = min(5, logits.shape[-1])
+        topk = logits.topk(k, dim=-1).indices
+        stats[0] += (topk[:, 0] == y).sum().item()
+        stats[1] += (topk == y[:, None]).any(dim=-1).sum().item()
+        stats[2] += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        stats[3] += len(y)
+    stats = du.all_reduce_sum(stats)
+    n = max(stats[3].item(), 1)
+    return {"top1": 100 * stats[0].item() / n, "top5": 100 * stats[1].item() / n, "loss": stats[2].item() / n,
+            "count": int(stats[3].item())}
+
+
+class Trainer:
+    """Train ``model`` on ``train_set`` with ``loss`` (default: label-smoothed CE) and ``callbacks``.
+
+    Args:
+        model: the model; moved to ``cfg.device``. Wrapped in DDP when launched by torchrun.
+        train_set: a dataset of ``(image, label)``.
+        val_set: evaluated after every epoch (``None``: skip).
+        cfg: the recipe.
+        out_dir: run folder for checkpoints, ``metrics.jsonl`` and ``run.json`` (``None``: nothing written).
+        loss: a loss object ``loss(logits, target, inputs)``.
+        callbacks: :class:`Callback` objects.
+        param_groups: optional ``fn(model) -> list of param groups`` (e.g. indicators with their own LR).
+        num_classes: for mixup/cutmix targets.
+    """
+
+    def __init__(self, model, train_set, val_set, cfg: TrainConfig, out_dir=None, loss=None, callbacks=(),
+                 param_groups=None, num_classes: int | None = None):
+        self.cfg = cfg
+        self.rank, self.world, _ = du.init_distributed(cfg.device)
+        cfg.validate(len(train_set), self.world)
+        if cfg.deterministic:
+            configure_deterministic_mode()
+        seed_all(cfg.seed, self.rank)
+        self.device = cfg.device
+        self.model = model.to(self.device)
+        self.train_set, self.val_set = train_set, val_set
+        self.loss = (loss or ClassificationLoss(cfg.label_smoothing)).to(self.device)
+        self.callbacks = list(callbacks)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.num_classes = num_classes or getattr(model, "num_classes", None)
+        self.steps_per_epoch = len(train_set) // cfg.batch_size
+        total = math.ceil(cfg.epochs * self.steps_per_epoch) if cfg.epochs > 0 else cfg.max_steps
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        groups = param_groups(self.model) if param_groups else self._default_groups()
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
+        ratio = cfg.min_lr / cfg.lr
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_lambda(s, warmup, self.total_steps, ratio))
+        self.use_amp = cfg.amp and str(self.device).startswith("cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.ema = ModelEma(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self.step = 0
+        self.history: list[dict] = []
+        self._ddp = None
+
+    # ----------------------------------------------------------------- setup
+    def _default_groups(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "positional_encoding")) or
+             "relative_position_bias_table" in name or name.endswith(".scale") else decay).append(p)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def train_model(self) -> nn.Module:
+        if self.world > 1 and self._ddp is None:
+            self._ddp = nn.parallel.DistributedDataParallel(self.model)
+        return self._ddp if self.world > 1 else self.model
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema else None,
+            "step": self.step,
+            "rng": rng_state(),
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "config": json.loads(json.dumps(asdict(self.cfg), default=str)),
+            "history": self.history,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        du.barrier()
+        if not (self.is_main and self.out_dir):
+            return None
+        path = self.out_dir / CHECKPOINT
+        atomic_torch_save(self.state_dict(), path)
+        return path
+
+    def load_checkpoint(self, path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            path = path / CHECKPOINT
+        if not path.exists():
+            raise TrainingError(f"no checkpoint at {path}; start without --resume or point it at a run folder")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - report any unpickling/format failure as a user error
+            raise TrainingError(f"checkpoint {path} cannot be loaded safely ({type(e).__name__}: {e})") from e
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        for cb, s in zip(self.callbacks, state.get("callbacks", [])):
+            cb.load_state_dict(s)
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+        set_rng_state(state["rng"])
+        _logger.info("resumed from %s at step %d", path, self.step)
+
+    # ---------------------------------------------------------------- logging
+    def _log(self, record: dict) -> None:
+        self.history.append(record) if "val_top1" in record else None
+        if self.is_main and self.out_dir:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def write_run_info(self, extra: dict | None = None) -> None:
+        if self.is_main and self.out_dir:
+            info = {"train_config": asdict(self.cfg), "world_size": self.world, **run_metadata(), **(extra or {})}
+            atomic_write_json(self.out_dir / "run.json", json.loads(json.dumps(info, default=str)))
+
+    # ------------------------------------------------------------------- loop
+    def _loader(self, epoch: int, start_batch: int):
+        batches = _batches(len(self.train_set), self.cfg.batch_size, epoch, self.cfg.seed, self.rank, self.world)
+        return DataLoader(self.train_set, batch_sampler=batches[start_batch:], num_workers=self.cfg.num_workers,
+                          generator=torch.Generator().manual_seed(epoch))
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        cfg = self.cfg
+        model = self.train_model
+        model.train()
+        self.loss.train()
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        target = y
+        if (cfg.mixup > 0 or cfg.cutmix > 0) and self.num_classes:
+            x, target = mix_batch(x, y, self.num_classes, cfg.mixup, cfg.cutmix, cfg.label_smoothing)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
+            loss = self.loss(model(x), target, x)
+            for cb in self.callbacks:
+                extra = cb.extra_loss(self)
+                if extra is not None:
+                    loss = loss + extra
+        if not torch.isfinite(loss):
+            last = self.out_dir / CHECKPOINT if self.out_dir and (self.out_dir / CHECKPOINT).exists() else None
+            raise TrainingError(f"loss is {loss.item()} at step {self.step}; training stopped. Last good checkpoint: "
+                                f"{last or 'none'}. Lower --lr or enable --clip-grad, then --resume.")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return loss.item()
+
+    def fit(self, resume: str | Path | None = None) -> dict:
+        """Run to ``total_steps``; returns the last validation metrics (or ``{}``)."""
+        from tqdm import tqdm
+
+        if resume:
+            self.load_checkpoint(resume)
+        self.write_run_info()
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        show = self.cfg.progress and self.is_main and sys.stderr.isatty()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not show, desc="train", dynamic_ncols=True)
+        t0, metrics, running = time.time(), {}, []
+        try:
+            while self.step < self.total_steps:
+                epoch, start = divmod(self.step, self.steps_per_epoch)
+                for x, y in self._loader(epoch, start):
+                    running.append(self._train_step(x, y))
+                    for cb in self.callbacks:
+                        cb.on_step_end(self)
+                    bar.update(1)
+                    if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
+                        rec = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                               "loss": sum(running) / len(running), "lr": self.scheduler.get_last_lr()[0],
+                               "elapsed_s": round(time.time() - t0, 2)}
+                        running = []
+                        bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                        self._log(rec)
+                    end_of_epoch = self.step % self.steps_per_epoch == 0
+                    if self.step == self.total_steps or end_of_epoch:
+                        if self.val_set is not None and (self.cfg.eval_every_epoch or self.step == self.total_steps):
+                            m = evaluate(self.eval_model(), self.val_set, device=self.device)
+                            metrics = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                                       "val_top1": m["top1"], "val_top5": m["top5"], "val_loss": m["loss"]}
+                            self._log(metrics)
+                            _logger.info("step %d: val top-1 %.2f%%", self.step, m["top1"])
+                        for cb in self.callbacks:
+                            cb.on_epoch_end(self, metrics)
+                        self.save_checkpoint()
+                    elif self.cfg.save_every and self.step % self.cfg.save_every == 0:
+                        self.save_checkpoint()
+                    if self.step >= self.total_steps:
+                        break
+        except KeyboardInterrupt:
+            path = self.save_checkpoint()
+            _logger.warning("interrupted at step %d; checkpoint written to %s", self.step, path)
+            raise
+        finally:
+            bar.close()
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return metrics
