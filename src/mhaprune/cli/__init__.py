@@ -12,13 +12,13 @@ _COMMANDS = ("models", "macs", "train", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cmd_eval, cmd_models, cmd_train
+    from . import cmd_eval, cmd_macs, cmd_models, cmd_train
 
     p = argparse.ArgumentParser(prog="mhaprune", description="Automatic channel pruning for multi-head attention.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in (cmd_models, cmd_train, cmd_eval):
+    for mod in (cmd_models, cmd_macs, cmd_train, cmd_eval):
         mod.add_parser(sub)
     return p
 
@@ -26,8 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     if args.command is None:
         parser.print_help()
         return 2

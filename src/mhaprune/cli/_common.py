@@ -18,8 +18,17 @@ class UserError(ValueError):
     """Bad input from the command line: reported without a traceback, exit code 2."""
 
 
-USER_ERRORS = (UserError, DatasetError, CheckpointError, UnknownModelError, TrainingError, ValueError, FileExistsError,
-               PermissionError, FileNotFoundError)
+USER_ERRORS = (
+    UserError,
+    DatasetError,
+    CheckpointError,
+    UnknownModelError,
+    TrainingError,
+    ValueError,
+    FileExistsError,
+    PermissionError,
+    FileNotFoundError,
+)
 
 
 def parse_model_args(pairs: list[str] | None) -> dict:

@@ -38,5 +38,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"split": args.split, **m}))
     else:
-        print(f"{args.split}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  loss {m['loss']:.4f}  ({m['count']} images)")
+        print(
+            f"{args.split}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  loss {m['loss']:.4f}  ({m['count']} images)"
+        )
     return 0

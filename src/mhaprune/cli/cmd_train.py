@@ -51,9 +51,27 @@ def add_parser(sub):
 
 
 TRAIN_DEFAULTS = dict(
-    model=None, checkpoint=None, data="fashion-mnist", data_dir=None, epochs=10.0, batch_size=128, lr=1e-3,
-    min_lr=1e-5, weight_decay=0.05, warmup_epochs=0.5, label_smoothing=0.1, mixup=0.0, cutmix=0.0, clip_grad=5.0,
-    ema_decay=None, max_steps=None, no_augment=False, seed=0, deterministic=False, device="auto", threads=None,
+    model=None,
+    checkpoint=None,
+    data="fashion-mnist",
+    data_dir=None,
+    epochs=10.0,
+    batch_size=128,
+    lr=1e-3,
+    min_lr=1e-5,
+    weight_decay=0.05,
+    warmup_epochs=0.5,
+    label_smoothing=0.1,
+    mixup=0.0,
+    cutmix=0.0,
+    clip_grad=5.0,
+    ema_decay=None,
+    max_steps=None,
+    no_augment=False,
+    seed=0,
+    deterministic=False,
+    device="auto",
+    threads=None,
     save_every=500,
 )
 

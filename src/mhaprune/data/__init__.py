@@ -23,8 +23,15 @@ class DataSplits:
     classes: tuple[str, ...]
 
 
-def build_data(data: str, input_size, data_dir: str | None = None, val_size: int = 5000, split_seed: int = 0,
-               augment: bool = True, fit: str | None = None) -> DataSplits:
+def build_data(
+    data: str,
+    input_size,
+    data_dir: str | None = None,
+    val_size: int = 5000,
+    split_seed: int = 0,
+    augment: bool = True,
+    fit: str | None = None,
+) -> DataSplits:
     """Build train / validation / test views for ``data`` (``"fashion-mnist"`` or an image-folder path).
 
     Fashion-MNIST: 55,000 train, 5,000 validation (fixed, seeded), 10,000 test. A folder holding ``train/`` (and

@@ -20,8 +20,18 @@ FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                         "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -75,8 +85,12 @@ def load_fashion_mnist(split: str, root: str | Path | None = None) -> ImageTenso
         raise DatasetError(f"Fashion-MNIST files under {root} have unexpected shapes {images.shape} / {labels.shape}")
     if labels.max() >= len(FASHION_MNIST_CLASSES):
         raise DatasetError(f"{lbl_path} holds label {labels.max()}, Fashion-MNIST has 10 classes")
-    return ImageTensorDataset(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)),
-                              FASHION_MNIST_CLASSES, f"fashion-mnist/{split}")
+    return ImageTensorDataset(
+        torch.from_numpy(images.copy()),
+        torch.from_numpy(labels.astype(np.int64)),
+        FASHION_MNIST_CLASSES,
+        f"fashion-mnist/{split}",
+    )
 
 
 def load_image_folder(root: str | Path) -> ImageTensorDataset:

@@ -34,8 +34,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     dtype = np.dtype(_DTYPES[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
-        raise DatasetError(f"{path} is truncated or corrupt: expected {expected} data bytes for shape {shape}, "
-                           f"found {len(data) - header}")
+        raise DatasetError(
+            f"{path} is truncated or corrupt: expected {expected} data bytes for shape {shape}, "
+            f"found {len(data) - header}"
+        )
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 

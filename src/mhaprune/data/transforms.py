@@ -22,8 +22,9 @@ class ImageTransform:
         augment: random horizontal flip and a random translation of up to ``translate`` pixels.
     """
 
-    def __init__(self, input_size, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, fit="pad", augment=False,
-                 translate=2):
+    def __init__(
+        self, input_size, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, fit="pad", augment=False, translate=2
+    ):
         if fit not in ("pad", "resize", "none"):
             raise ValueError(f"fit must be 'pad', 'resize' or 'none', got {fit!r}")
         self.input_size = tuple(input_size)
@@ -36,11 +37,14 @@ class ImageTransform:
         C, H, W = image_shape
         c, h, w = self.input_size
         if C not in (1, 3) or (C != c and c not in (1, 3)):
-            raise DatasetError(f"images have {C} channels but the model takes {c}; use 1 (grayscale) or 3 (RGB) "
-                               f"channel images, or build the model with in_chans={C}")
+            raise DatasetError(
+                f"images have {C} channels but the model takes {c}; use 1 (grayscale) or 3 (RGB) "
+                f"channel images, or build the model with in_chans={C}"
+            )
         if self.fit == "none" and (H, W) != (h, w):
-            raise DatasetError(f"images are {H}x{W} but the model takes {h}x{w}; resize the images or use "
-                               f"--fit pad/resize")
+            raise DatasetError(
+                f"images are {H}x{W} but the model takes {h}x{w}; resize the images or use --fit pad/resize"
+            )
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         c, h, w = self.input_size

@@ -64,8 +64,10 @@ def read_config(folder: str | Path) -> dict:
     cfg_path = folder / CONFIG_NAME
     if not cfg_path.exists() or not (folder / WEIGHTS_NAME).exists():
         missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / n).exists()]
-        raise CheckpointError(f"checkpoint folder {folder} is incomplete: missing {', '.join(missing)}. A model folder "
-                              f"holds {CONFIG_NAME} and {WEIGHTS_NAME} (written by mhaprune train/prune/export)")
+        raise CheckpointError(
+            f"checkpoint folder {folder} is incomplete: missing {', '.join(missing)}. A model folder "
+            f"holds {CONFIG_NAME} and {WEIGHTS_NAME} (written by mhaprune train/prune/export)"
+        )
     try:
         cfg = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -98,8 +100,10 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
         if wrong:
             k = wrong[0]
             parts.append(f"{len(wrong)} with other shapes (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        raise CheckpointError(f"weights in {source} do not fit the architecture: {'; '.join(parts)}. The checkpoint is "
-                              f"for another model or configuration")
+        raise CheckpointError(
+            f"weights in {source} do not fit the architecture: {'; '.join(parts)}. The checkpoint is "
+            f"for another model or configuration"
+        )
     model.load_state_dict(state, strict=True)
 
 

@@ -145,7 +145,9 @@ class WindowAttention(_HeadsMixin, nn.Module):
         q, k, v = self._split_qkv(self.qkv(x))
         q, k, v = self._heads(self.q_gate(q)), self._heads(self.k_gate(k)), self._heads(v)
         p = self.attn_drop if self.training else 0.0
-        x = softmax_attention(q, k, v, self.scale, bias=self._bias(mask, x.shape[0]), dropout_p=p, fused=self.fused_attn)
+        x = softmax_attention(
+            q, k, v, self.scale, bias=self._bias(mask, x.shape[0]), dropout_p=p, fused=self.fused_attn
+        )
         return self.proj_drop(self.proj(self.v_gate(self._merge(x))))
 
     def extra_repr(self) -> str:

@@ -15,15 +15,35 @@ from .layers import DropPath, Mlp, PatchEmbed, init_weights, to_2tuple, trunc_no
 
 
 class Block(nn.Module):
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop=0.0, attn_drop=0.0, drop_path=0.0,
-                 attn_type="S", grid_size=None, focusing_factor=3, kernel_size=5, fused_attn=True):
+    def __init__(
+        self,
+        dim,
+        num_heads,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        drop=0.0,
+        attn_drop=0.0,
+        drop_path=0.0,
+        attn_type="S",
+        grid_size=None,
+        focusing_factor=3,
+        kernel_size=5,
+        fused_attn=True,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         if attn_type == "S":
             self.attn = Attention(dim, num_heads, qkv_bias, attn_drop=attn_drop, proj_drop=drop, fused_attn=fused_attn)
         elif attn_type == "L":
-            self.attn = FocusedLinearAttention(dim, grid_size, num_heads, qkv_bias, proj_drop=drop,
-                                               focusing_factor=focusing_factor, kernel_size=kernel_size)
+            self.attn = FocusedLinearAttention(
+                dim,
+                grid_size,
+                num_heads,
+                qkv_bias,
+                proj_drop=drop,
+                focusing_factor=focusing_factor,
+                kernel_size=kernel_size,
+            )
         else:
             raise ValueError(f"attn_type must be 'L' or 'S', got {attn_type!r}")
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
@@ -39,9 +59,25 @@ class VisionTransformer(nn.Module):
     """ViT/DeiT. ``attn_type="S"``: softmax attention with a class token; ``"L"``: focused linear attention
     with mean-pooled patch tokens."""
 
-    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=768, depth=12,
-                 num_heads=12, mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                 attn_type="S", focusing_factor=3, kernel_size=5, fused_attn=True):
+    def __init__(
+        self,
+        img_size=224,
+        patch_size=16,
+        in_chans=3,
+        num_classes=1000,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.0,
+        attn_type="S",
+        focusing_factor=3,
+        kernel_size=5,
+        fused_attn=True,
+    ):
         super().__init__()
         if attn_type not in ("S", "L"):
             raise ValueError(f"attn_type must be 'S' or 'L', got {attn_type!r}")
@@ -57,8 +93,20 @@ class VisionTransformer(nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], attn_type,
-                  self.patch_embed.grid_size, focusing_factor, kernel_size, fused_attn)
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio,
+                qkv_bias,
+                drop_rate,
+                attn_drop_rate,
+                dpr[i],
+                attn_type,
+                self.patch_embed.grid_size,
+                focusing_factor,
+                kernel_size,
+                fused_attn,
+            )
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
@@ -109,8 +157,9 @@ def flatten_deit_tiny(**kwargs):
     return VisionTransformer(**{**dict(embed_dim=192, depth=12, num_heads=3, attn_type="L"), **kwargs})
 
 
-_MICRO = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=128, depth=6, num_heads=4,
-              drop_path_rate=0.1)
+_MICRO = dict(
+    img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=128, depth=6, num_heads=4, drop_path_rate=0.1
+)
 
 
 @register_model(input_size=(1, 28, 28), num_classes=10)

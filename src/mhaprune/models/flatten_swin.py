@@ -61,8 +61,13 @@ class SwinTransformerBlock(nn.Module):
         ws = to_2tuple(self.window_size)
         if attn_type == "L":
             self.attn = FocusedLinearAttention(
-                dim, ws, num_heads, qkv_bias=qkv_bias, proj_drop=drop,
-                focusing_factor=focusing_factor, kernel_size=kernel_size,
+                dim,
+                ws,
+                num_heads,
+                qkv_bias=qkv_bias,
+                proj_drop=drop,
+                focusing_factor=focusing_factor,
+                kernel_size=kernel_size,
             )
         else:
             self.attn = WindowAttention(
@@ -71,7 +76,9 @@ class SwinTransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        mask = shifted_window_mask(self.input_resolution, self.window_size, self.shift_size) if self.shift_size else None
+        mask = (
+            shifted_window_mask(self.input_resolution, self.window_size, self.shift_size) if self.shift_size else None
+        )
         self.register_buffer("attn_mask", mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,23 +120,29 @@ class PatchMerging(nn.Module):
 class BasicLayer(nn.Module):
     """One stage: blocks with alternating shift, then optional patch merging."""
 
-    def __init__(self, dim, input_resolution, depth, num_heads, window_size, attn_type, drop_path, downsample,
-                 **block_kwargs):
+    def __init__(
+        self, dim, input_resolution, depth, num_heads, window_size, attn_type, drop_path, downsample, **block_kwargs
+    ):
         super().__init__()
         self.dim = dim
         self.input_resolution = tuple(input_resolution)
         self.depth = depth
         self.blocks = nn.ModuleList(
             SwinTransformerBlock(
-                dim, input_resolution, num_heads, window_size=window_size,
-                shift_size=0 if i % 2 == 0 else window_size // 2, drop_path=drop_path[i], attn_type=attn_type,
+                dim,
+                input_resolution,
+                num_heads,
+                window_size=window_size,
+                shift_size=0 if i % 2 == 0 else window_size // 2,
+                drop_path=drop_path[i],
+                attn_type=attn_type,
                 **block_kwargs,
             )
             for i in range(depth)
         )
-        self.downsample = PatchMerging(input_resolution, dim, block_kwargs.get("norm_layer", nn.LayerNorm)) if (
-            downsample
-        ) else None
+        self.downsample = (
+            PatchMerging(input_resolution, dim, block_kwargs.get("norm_layer", nn.LayerNorm)) if (downsample) else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
@@ -196,11 +209,21 @@ class FLattenSwinTransformer(nn.Module):
         for i, depth in enumerate(depths):
             self.layers.append(
                 BasicLayer(
-                    int(embed_dim * 2**i), (res[0] // 2**i, res[1] // 2**i), depth, num_heads[i],
-                    window_size if attn_type[i] == "L" else softmax_window_size, attn_type[i],
-                    dpr[sum(depths[:i]) : sum(depths[: i + 1])], i < self.num_layers - 1,
-                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
-                    focusing_factor=focusing_factor, kernel_size=kernel_size, fused_attn=fused_attn,
+                    int(embed_dim * 2**i),
+                    (res[0] // 2**i, res[1] // 2**i),
+                    depth,
+                    num_heads[i],
+                    window_size if attn_type[i] == "L" else softmax_window_size,
+                    attn_type[i],
+                    dpr[sum(depths[:i]) : sum(depths[: i + 1])],
+                    i < self.num_layers - 1,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    focusing_factor=focusing_factor,
+                    kernel_size=kernel_size,
+                    fused_attn=fused_attn,
                 )
             )
         self.norm = nn.LayerNorm(self.num_features)
@@ -240,7 +263,9 @@ def flatten_swin_small(**kwargs):
 @register_model(**_IMNET)
 def flatten_swin_base(**kwargs):
     """FLatten-Swin-B (89M params, 15.4G MACs at 224 px)."""
-    return _swin(**{**dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5), **kwargs})
+    return _swin(
+        **{**dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5), **kwargs}
+    )
 
 
 def _plain_swin(**kwargs):
@@ -250,22 +275,25 @@ def _plain_swin(**kwargs):
 @register_model(**_IMNET)
 def swin_tiny(**kwargs):
     """Swin-T (28M params, 4.5G MACs at 224 px)."""
-    return _plain_swin(**{**dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
-                          **kwargs})
+    return _plain_swin(
+        **{**dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2), **kwargs}
+    )
 
 
 @register_model(**_IMNET)
 def swin_small(**kwargs):
     """Swin-S (50M params, 8.7G MACs at 224 px)."""
-    return _plain_swin(**{**dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3),
-                          **kwargs})
+    return _plain_swin(
+        **{**dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3), **kwargs}
+    )
 
 
 @register_model(**_IMNET)
 def swin_base(**kwargs):
     """Swin-B (88M params, 15.4G MACs at 224 px)."""
-    return _plain_swin(**{**dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
-                          **kwargs})
+    return _plain_swin(
+        **{**dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5), **kwargs}
+    )
 
 
 @register_model(**_MICRO)
@@ -273,7 +301,15 @@ def flatten_swin_micro(**kwargs):
     """FLatten-Swin layout for 32-px inputs: global focused linear attention in stages 1-2 (16², 8² tokens),
     shifted 2×2-window softmax attention in stages 3-4."""
     defaults = dict(
-        img_size=32, patch_size=2, in_chans=1, num_classes=10, embed_dim=32, depths=(2, 2, 4, 2),
-        num_heads=(2, 2, 4, 8), window_size=56, softmax_window_size=2, drop_path_rate=0.1,
+        img_size=32,
+        patch_size=2,
+        in_chans=1,
+        num_classes=10,
+        embed_dim=32,
+        depths=(2, 2, 4, 2),
+        num_heads=(2, 2, 4, 8),
+        window_size=56,
+        softmax_window_size=2,
+        drop_path_rate=0.1,
     )
     return _swin(**{**defaults, **kwargs})

@@ -20,19 +20,46 @@ from .layers import DropPath, Mlp, PatchEmbed, init_weights, to_2tuple, trunc_no
 
 
 class Block(nn.Module):
-    def __init__(self, dim, num_patches, num_heads, mlp_ratio=4.0, qkv_bias=False, drop=0.0, attn_drop=0.0,
-                 drop_path=0.0, norm_layer=nn.LayerNorm, sr_ratio=1, focusing_factor=3, kernel_size=5,
-                 attn_type="L", fused_attn=True):
+    def __init__(
+        self,
+        dim,
+        num_patches,
+        num_heads,
+        mlp_ratio=4.0,
+        qkv_bias=False,
+        drop=0.0,
+        attn_drop=0.0,
+        drop_path=0.0,
+        norm_layer=nn.LayerNorm,
+        sr_ratio=1,
+        focusing_factor=3,
+        kernel_size=5,
+        attn_type="L",
+        fused_attn=True,
+    ):
         super().__init__()
         self.norm1 = norm_layer(dim)
         if attn_type == "L":
             self.attn = PvtFocusedLinearAttention(
-                dim, num_patches, num_heads, qkv_bias=qkv_bias, proj_drop=drop, sr_ratio=sr_ratio,
-                focusing_factor=focusing_factor, kernel_size=kernel_size,
+                dim,
+                num_patches,
+                num_heads,
+                qkv_bias=qkv_bias,
+                proj_drop=drop,
+                sr_ratio=sr_ratio,
+                focusing_factor=focusing_factor,
+                kernel_size=kernel_size,
             )
         elif attn_type == "S":
-            self.attn = PvtAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
-                                     sr_ratio=sr_ratio, fused_attn=fused_attn)
+            self.attn = PvtAttention(
+                dim,
+                num_heads,
+                qkv_bias=qkv_bias,
+                attn_drop=attn_drop,
+                proj_drop=drop,
+                sr_ratio=sr_ratio,
+                fused_attn=fused_attn,
+            )
         else:
             raise ValueError(f"attn_type must be 'L' or 'S', got {attn_type!r}")
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
@@ -61,10 +88,27 @@ class PyramidVisionTransformer(nn.Module):
         attn_type: ``L``/``S`` per stage.
     """
 
-    def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, embed_dims=(64, 128, 320, 512),
-                 num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0,
-                 drop_path_rate=0.1, depths=(2, 2, 2, 2), sr_ratios=(8, 4, 2, 1), la_sr_ratios="1111",
-                 focusing_factor=3, kernel_size=5, attn_type="LLLL", fused_attn=True):
+    def __init__(
+        self,
+        img_size=224,
+        patch_size=4,
+        in_chans=3,
+        num_classes=1000,
+        embed_dims=(64, 128, 320, 512),
+        num_heads=(1, 2, 5, 8),
+        mlp_ratios=(8, 8, 4, 4),
+        qkv_bias=True,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.1,
+        depths=(2, 2, 2, 2),
+        sr_ratios=(8, 4, 2, 1),
+        la_sr_ratios="1111",
+        focusing_factor=3,
+        kernel_size=5,
+        attn_type="LLLL",
+        fused_attn=True,
+    ):
         super().__init__()
         n = len(depths)
         if len(attn_type) != n or set(attn_type) - {"L", "S"}:
@@ -78,13 +122,32 @@ class PyramidVisionTransformer(nn.Module):
         cur = 0
         for i in range(n):
             size = img_size if i == 0 else img_size // (2 ** (i + 1))
-            patch_embed = PatchEmbed(size, patch_size if i == 0 else 2, in_chans if i == 0 else embed_dims[i - 1],
-                                     embed_dims[i], nn.LayerNorm)
+            patch_embed = PatchEmbed(
+                size,
+                patch_size if i == 0 else 2,
+                in_chans if i == 0 else embed_dims[i - 1],
+                embed_dims[i],
+                nn.LayerNorm,
+            )
             num_patches = patch_embed.num_patches
             sr = sr_ratios[i] if attn_type[i] == "S" else int(str(la_sr_ratios)[i])
             block = nn.ModuleList(
-                Block(embed_dims[i], num_patches, num_heads[i], mlp_ratios[i], qkv_bias, drop_rate, attn_drop_rate,
-                      dpr[cur + j], norm_layer, sr, focusing_factor, kernel_size, attn_type[i], fused_attn)
+                Block(
+                    embed_dims[i],
+                    num_patches,
+                    num_heads[i],
+                    mlp_ratios[i],
+                    qkv_bias,
+                    drop_rate,
+                    attn_drop_rate,
+                    dpr[cur + j],
+                    norm_layer,
+                    sr,
+                    focusing_factor,
+                    kernel_size,
+                    attn_type[i],
+                    fused_attn,
+                )
                 for j in range(depths[i])
             )
             cur += depths[i]

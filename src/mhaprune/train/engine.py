@@ -66,11 +66,14 @@ class TrainConfig:
 
     def validate(self, n_train: int, world: int = 1) -> None:
         if self.batch_size < world or self.batch_size % world:
-            raise ValueError(f"batch size {self.batch_size} must be a positive multiple of the number of processes "
-                             f"({world})")
+            raise ValueError(
+                f"batch size {self.batch_size} must be a positive multiple of the number of processes ({world})"
+            )
         if self.batch_size > n_train:
-            raise ValueError(f"batch size {self.batch_size} is larger than the training set ({n_train} images); "
-                             f"use --batch-size {n_train} or less")
+            raise ValueError(
+                f"batch size {self.batch_size} is larger than the training set ({n_train} images); "
+                f"use --batch-size {n_train} or less"
+            )
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if self.lr <= 0:
@@ -116,8 +119,9 @@ def _batches(n: int, global_batch: int, epoch: int, seed: int, rank: int, world:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, batch_size: int = 256, device: str = "cpu", progress: bool = False,
-             desc: str = "eval") -> dict:
+def evaluate(
+    model: nn.Module, dataset, batch_size: int = 256, device: str = "cpu", progress: bool = False, desc: str = "eval"
+) -> dict:
     """Top-1 / top-5 accuracy (%) and mean cross-entropy over ``dataset``; sharded and reduced under DDP."""
     from tqdm import tqdm
 
@@ -137,8 +141,12 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, device: str = "cp
         stats[3] += len(y)
     stats = du.all_reduce_sum(stats)
     n = max(stats[3].item(), 1)
-    return {"top1": 100 * stats[0].item() / n, "top5": 100 * stats[1].item() / n, "loss": stats[2].item() / n,
-            "count": int(stats[3].item())}
+    return {
+        "top1": 100 * stats[0].item() / n,
+        "top5": 100 * stats[1].item() / n,
+        "loss": stats[2].item() / n,
+        "count": int(stats[3].item()),
+    }
 
 
 class Trainer:
@@ -156,8 +164,18 @@ class Trainer:
         num_classes: for mixup/cutmix targets.
     """
 
-    def __init__(self, model, train_set, val_set, cfg: TrainConfig, out_dir=None, loss=None, callbacks=(),
-                 param_groups=None, num_classes: int | None = None):
+    def __init__(
+        self,
+        model,
+        train_set,
+        val_set,
+        cfg: TrainConfig,
+        out_dir=None,
+        loss=None,
+        callbacks=(),
+        param_groups=None,
+        num_classes: int | None = None,
+    ):
         self.cfg = cfg
         self.rank, self.world, _ = du.init_distributed(cfg.device)
         cfg.validate(len(train_set), self.world)
@@ -179,7 +197,8 @@ class Trainer:
         warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
         ratio = cfg.min_lr / cfg.lr
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_lambda(s, warmup, self.total_steps, ratio))
+            self.optimizer, lambda s: lr_lambda(s, warmup, self.total_steps, ratio)
+        )
         self.use_amp = cfg.amp and str(self.device).startswith("cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.ema = ModelEma(self.model, cfg.ema_decay) if cfg.ema_decay else None
@@ -193,8 +212,14 @@ class Trainer:
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
-            (no_decay if p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "positional_encoding")) or
-             "relative_position_bias_table" in name or name.endswith(".scale") else decay).append(p)
+            (
+                no_decay
+                if p.ndim <= 1
+                or name.endswith(("pos_embed", "cls_token", "positional_encoding"))
+                or "relative_position_bias_table" in name
+                or name.endswith(".scale")
+                else decay
+            ).append(p)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     @property
@@ -272,8 +297,12 @@ class Trainer:
     # ------------------------------------------------------------------- loop
     def _loader(self, epoch: int, start_batch: int):
         batches = _batches(len(self.train_set), self.cfg.batch_size, epoch, self.cfg.seed, self.rank, self.world)
-        return DataLoader(self.train_set, batch_sampler=batches[start_batch:], num_workers=self.cfg.num_workers,
-                          generator=torch.Generator().manual_seed(epoch))
+        return DataLoader(
+            self.train_set,
+            batch_sampler=batches[start_batch:],
+            num_workers=self.cfg.num_workers,
+            generator=torch.Generator().manual_seed(epoch),
+        )
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         cfg = self.cfg
@@ -292,8 +321,10 @@ class Trainer:
                     loss = loss + extra
         if not torch.isfinite(loss):
             last = self.out_dir / CHECKPOINT if self.out_dir and (self.out_dir / CHECKPOINT).exists() else None
-            raise TrainingError(f"loss is {loss.item()} at step {self.step}; training stopped. Last good checkpoint: "
-                                f"{last or 'none'}. Lower --lr or enable --clip-grad, then --resume.")
+            raise TrainingError(
+                f"loss is {loss.item()} at step {self.step}; training stopped. Last good checkpoint: "
+                f"{last or 'none'}. Lower --lr or enable --clip-grad, then --resume."
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.clip_grad:
@@ -328,9 +359,13 @@ class Trainer:
                         cb.on_step_end(self)
                     bar.update(1)
                     if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
-                        rec = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
-                               "loss": sum(running) / len(running), "lr": self.scheduler.get_last_lr()[0],
-                               "elapsed_s": round(time.time() - t0, 2)}
+                        rec = {
+                            "step": self.step,
+                            "epoch": self.step / self.steps_per_epoch,
+                            "loss": sum(running) / len(running),
+                            "lr": self.scheduler.get_last_lr()[0],
+                            "elapsed_s": round(time.time() - t0, 2),
+                        }
                         running = []
                         bar.set_postfix(loss=f"{rec['loss']:.4f}")
                         self._log(rec)
@@ -338,8 +373,13 @@ class Trainer:
                     if self.step == self.total_steps or end_of_epoch:
                         if self.val_set is not None and (self.cfg.eval_every_epoch or self.step == self.total_steps):
                             m = evaluate(self.eval_model(), self.val_set, device=self.device)
-                            metrics = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
-                                       "val_top1": m["top1"], "val_top5": m["top5"], "val_loss": m["loss"]}
+                            metrics = {
+                                "step": self.step,
+                                "epoch": self.step / self.steps_per_epoch,
+                                "val_top1": m["top1"],
+                                "val_top5": m["top5"],
+                                "val_loss": m["loss"],
+                            }
                             self._log(metrics)
                             _logger.info("step %d: val top-1 %.2f%%", self.step, m["top1"])
                         for cb in self.callbacks:

@@ -48,8 +48,12 @@ class DistillationLoss(nn.Module):
         with torch.no_grad():
             t_logits = self.teacher(inputs)
         T = self.tau
-        kd = F.kl_div(F.log_softmax(logits / T, dim=-1), F.log_softmax(t_logits / T, dim=-1), reduction="batchmean",
-                      log_target=True) * (T * T)
+        kd = F.kl_div(
+            F.log_softmax(logits / T, dim=-1),
+            F.log_softmax(t_logits / T, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        ) * (T * T)
         return (1 - self.alpha) * base + self.alpha * kd
 
 

@@ -1,0 +1,27 @@
+"""Analytic cost model (MACs) and the FlopCounterMode cross-check."""
+
+from .macs import (
+    KINDS,
+    attention_geometry,
+    core_macs,
+    is_linear_attention,
+    MacsReport,
+    count_macs,
+    linear_core_macs,
+    linear_macs,
+    softmax_core_macs,
+    trace_macs,
+)
+
+__all__ = [
+    "KINDS",
+    "attention_geometry",
+    "core_macs",
+    "is_linear_attention",
+    "MacsReport",
+    "count_macs",
+    "linear_core_macs",
+    "linear_macs",
+    "softmax_core_macs",
+    "trace_macs",
+]

@@ -1,0 +1,178 @@
+"""Closed-form MACs (1 MAC = one fused multiply-add, fvcore's convention) for every model built from our modules.
+
+One forward pass at batch 1 records the token counts each module sees; every Linear, Conv2d and attention core is
+then counted by formula, so any width works (pruned models need no change). Elementwise work (norms, softmax,
+activations, the focusing function) is not counted, like fvcore and ``torch.utils.flop_counter``. The attention
+matmuls are counted explicitly, which generic counters miss when SDPA is fused:
+
+- softmax (global, windowed, PVT): ``h · N · M · (d_qk + d_v)`` per image (``M`` keys; per window for Swin);
+- focused linear: ``h · (N · d_qk + n · d_qk · d_v + N · d_qk · d_v)`` (normaliser, KᵀV, Q(KᵀV)), plus the
+  depthwise conv counted as a conv.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from ..models.attention import (
+    Attention,
+    FocusedLinearAttention,
+    PvtAttention,
+    PvtFocusedLinearAttention,
+    WindowAttention,
+)
+
+KINDS = ("embed", "qkv", "attn", "dwc", "proj", "mlp", "sr", "merge", "head", "other")
+
+_LEAF_KIND = {
+    "qkv": "qkv",
+    "q": "qkv",
+    "kv": "qkv",
+    "fc1": "mlp",
+    "fc2": "mlp",
+    "dwc": "dwc",
+    "sr": "sr",
+    "reduction": "merge",
+    "head": "head",
+}
+
+
+def linear_macs(tokens, in_features, out_features):
+    """MACs of a linear layer applied to ``tokens`` rows (arguments may be tensors, for differentiable costs)."""
+    return tokens * in_features * out_features
+
+
+def softmax_core_macs(batch, queries, keys, heads, qk_head_dim, v_head_dim):
+    """QKᵀ and AV of softmax attention; ``batch`` counts sequences (images × windows for Swin)."""
+    return batch * heads * queries * keys * (qk_head_dim + v_head_dim)
+
+
+def linear_core_macs(batch, queries, keys, heads, qk_head_dim, v_head_dim):
+    """Normaliser, KᵀV and Q(KᵀV) of focused linear attention."""
+    return (
+        batch * heads * (queries * qk_head_dim + keys * qk_head_dim * v_head_dim + queries * qk_head_dim * v_head_dim)
+    )
+
+
+def attention_geometry(module: nn.Module, args: tuple) -> tuple[int, int, int]:
+    """``(sequences, queries, keys)`` of one forward call of an attention module."""
+    B, N = args[0].shape[0], args[0].shape[1]
+    if isinstance(module, (PvtAttention, PvtFocusedLinearAttention)) and module.sr_ratio > 1:
+        H, W, sr = args[1], args[2], module.sr_ratio
+        return B, N, (H // sr) * (W // sr)
+    return B, N, N
+
+
+def core_macs(module: nn.Module, batch: int, queries: int, keys: int, qk_dim=None, v_dim=None):
+    """Core MACs of an attention module at its own widths, or at total Q/K and V widths ``qk_dim``/``v_dim``."""
+    h = module.num_heads
+    dqk = module.qk_head_dim if qk_dim is None else qk_dim / h
+    dv = module.v_head_dim if v_dim is None else v_dim / h
+    fn = linear_core_macs if is_linear_attention(module) else softmax_core_macs
+    return fn(batch, queries, keys, h, dqk, dv)
+
+
+def is_linear_attention(m: nn.Module) -> bool:
+    return isinstance(m, (FocusedLinearAttention, PvtFocusedLinearAttention))
+
+
+@dataclass
+class MacsReport:
+    """Result of :func:`count_macs`: ``total`` MACs per image, split ``by_kind`` and ``by_module``; ``params``."""
+
+    total: int
+    by_kind: dict[str, int]
+    by_module: dict[str, int] = field(repr=False)
+    params: int
+    input_size: tuple[int, int, int]
+
+    def table(self) -> str:
+        lines = [f"{'kind':<8} {'MACs':>14} {'share':>7}"]
+        for k in KINDS:
+            v = self.by_kind.get(k, 0)
+            if v:
+                lines.append(f"{k:<8} {v:>14,} {100 * v / self.total:>6.1f}%")
+        lines.append(f"{'total':<8} {self.total:>14,} {100.0:>6.1f}%")
+        return "\n".join(lines)
+
+
+def _kind(name: str) -> str:
+    leaf = name.rsplit(".", 1)[-1]
+    parent = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
+    if leaf == "proj":
+        return "embed" if parent.startswith("patch_embed") else "proj"
+    return _LEAF_KIND.get(leaf, "other")
+
+
+def _is_attention(m: nn.Module) -> bool:
+    return isinstance(m, (Attention, WindowAttention, FocusedLinearAttention, PvtAttention, PvtFocusedLinearAttention))
+
+
+def trace_macs(model: nn.Module, input_size) -> dict[str, tuple[str, int]]:
+    """Run one forward at batch 1 and return ``{module name: (kind, MACs)}`` for every counted module."""
+    records: dict[str, tuple[str, int]] = OrderedDict()
+    hooks = []
+
+    def add(name: str, kind: str, macs: int) -> None:
+        old = records.get(name, (kind, 0))[1]
+        records[name] = (kind, old + int(macs))
+
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            hooks.append(
+                m.register_forward_hook(
+                    lambda mod, a, out, n=name: add(
+                        n, _kind(n), linear_macs(a[0].numel() // mod.in_features, mod.in_features, mod.out_features)
+                    )
+                )
+            )
+        elif isinstance(m, nn.Conv2d):
+            hooks.append(
+                m.register_forward_hook(
+                    lambda mod, a, out, n=name: add(
+                        n,
+                        _kind(n),
+                        out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1],
+                    )
+                )
+            )
+        elif _is_attention(m):
+            hooks.append(
+                m.register_forward_hook(
+                    lambda mod, a, out, n=name: add(n + ".core", "attn", core_macs(mod, *attention_geometry(mod, a)))
+                )
+            )
+    was_training = model.training
+    model.eval()
+    try:
+        p = next(iter(model.parameters()))
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return records
+
+
+def count_macs(model: nn.Module, input_size=None) -> MacsReport:
+    """Analytic MACs per image of ``model`` at ``input_size`` ``(C, H, W)`` (default: the model's own).
+
+    Example:
+        >>> import mhaprune
+        >>> r = mhaprune.count_macs(mhaprune.create_model("flatten_swin_tiny"))
+        >>> round(r.total / 1e9, 1)
+        4.5
+    """
+    input_size = tuple(input_size or model.input_size)
+    records = trace_macs(model, input_size)
+    by_kind = {k: 0 for k in KINDS}
+    for kind, macs in records.values():
+        by_kind[kind] += macs
+    by_kind = {k: v for k, v in by_kind.items() if v}
+    params = sum(p.numel() for p in model.parameters())
+    return MacsReport(sum(by_kind.values()), by_kind, {k: v for k, (_, v) in records.items()}, params, input_size)
