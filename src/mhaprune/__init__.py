@@ -1,8 +1,44 @@
-"""mhaprune: automatic channel pruning for multi-head attention (softmax and focused linear attention)."""
+"""mhaprune: automatic channel pruning for multi-head attention (softmax and focused linear attention).
+
+Example:
+    >>> import torch, mhaprune
+    >>> model = mhaprune.create_model("flatten_swin_micro")
+    >>> pruner = mhaprune.Pruner(model, mhaprune.PruneConfig(target_macs=0.7), torch.randn(8, 1, 32, 32))
+    >>> _ = pruner.prepare()
+    >>> plan = pruner.plan()
+    >>> plan.pruned_macs <= pruner.target
+    True
+"""
 
 __version__ = "0.1.0"
 
-from .export import load_model, save_model  # noqa: E402
+from .cost import MacsReport, count_macs  # noqa: E402
+from .export import load_model, load_pruned, save_model, save_pruned  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
+from .pruning import Plan, PlanError, PruneConfig, Pruner, apply_plan  # noqa: E402
 
-__all__ = ["__version__", "create_model", "list_models", "load_model", "save_model"]
+
+def prune(*args, **kwargs):
+    """The whole pipeline (see :func:`mhaprune.pipeline.prune`)."""
+    from .pipeline import prune as _prune
+
+    return _prune(*args, **kwargs)
+
+
+__all__ = [
+    "MacsReport",
+    "Plan",
+    "PlanError",
+    "PruneConfig",
+    "Pruner",
+    "__version__",
+    "apply_plan",
+    "count_macs",
+    "create_model",
+    "list_models",
+    "load_model",
+    "load_pruned",
+    "prune",
+    "save_model",
+    "save_pruned",
+]

@@ -20,11 +20,14 @@ def test_softmax_fused_equals_explicit(with_bias, dims):
     torch.testing.assert_close(a, ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: Attention(48, 3, qk_head_dim=8, v_head_dim=12),
-    lambda: WindowAttention(48, 4, 3, qk_head_dim=8, v_head_dim=12),
-    lambda: PvtAttention(48, 3, sr_ratio=2, qk_head_dim=8, v_head_dim=12),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Attention(48, 3, qk_head_dim=8, v_head_dim=12),
+        lambda: WindowAttention(48, 4, 3, qk_head_dim=8, v_head_dim=12),
+        lambda: PvtAttention(48, 3, sr_ratio=2, qk_head_dim=8, v_head_dim=12),
+    ],
+)
 def test_modules_fused_equals_explicit_float64(make):
     m = make().double().eval()
     x = torch.randn(4, 16, 48, dtype=torch.float64)

@@ -27,11 +27,14 @@ def test_models_lists_registry(capsys):
     assert "flatten_swin_micro" in out and "deit_micro" in out
 
 
-@pytest.mark.parametrize("argv,msg", [
-    (["macs", "--model", "flaten_swin_tiny"], "Did you mean: flatten_swin_tiny"),
-    (["macs"], "give exactly one of --model NAME or --checkpoint DIR"),
-    (["macs", "--model", "deit_micro", "--model-arg", "depth"], "KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["macs", "--model", "flaten_swin_tiny"], "Did you mean: flatten_swin_tiny"),
+        (["macs"], "give exactly one of --model NAME or --checkpoint DIR"),
+        (["macs", "--model", "deit_micro", "--model-arg", "depth"], "KEY=VALUE"),
+    ],
+)
 def test_user_errors_exit_2_without_traceback(argv, msg):
     r = subprocess.run([sys.executable, "-m", "mhaprune", *argv], capture_output=True, text=True)
     assert r.returncode == 2

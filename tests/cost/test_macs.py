@@ -52,10 +52,13 @@ def test_focused_linear_closed_form_with_unequal_head_dims():
     assert core == linear_core_macs(1, N, N, h, dqk, dv)
 
 
-@pytest.mark.parametrize("module", [
-    lambda: WindowAttention(48, 4, 3, qk_head_dim=8, v_head_dim=20, fused_attn=False),
-    lambda: PvtAttention(48, 3, sr_ratio=2, qk_head_dim=4, v_head_dim=16, fused_attn=False),
-])
+@pytest.mark.parametrize(
+    "module",
+    [
+        lambda: WindowAttention(48, 4, 3, qk_head_dim=8, v_head_dim=20, fused_attn=False),
+        lambda: PvtAttention(48, 3, sr_ratio=2, qk_head_dim=4, v_head_dim=16, fused_attn=False),
+    ],
+)
 def test_softmax_modules_at_other_widths_match_flop_counter(module):
     m = module()
     if isinstance(m, PvtAttention):
@@ -65,9 +68,9 @@ def test_softmax_modules_at_other_widths_match_flop_counter(module):
         model, size = _Wrap(m), (16, 48)
         n_keys = 16
     assert count_macs(model, size).total == flop_counter_macs(model, size)
-    assert count_macs(model, size).by_kind["attn"] == softmax_core_macs(1, 64 if n_keys == 16 and size[0] == 64
-                                                                         else 16, n_keys, 3, m.qk_head_dim,
-                                                                         m.v_head_dim)
+    assert count_macs(model, size).by_kind["attn"] == softmax_core_macs(
+        1, 64 if n_keys == 16 and size[0] == 64 else 16, n_keys, 3, m.qk_head_dim, m.v_head_dim
+    )
 
 
 class _Wrap(torch.nn.Module):

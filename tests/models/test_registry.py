@@ -11,9 +11,24 @@ def test_list_models_filters_and_sorts():
     micro = mhaprune.list_models("*micro")
     assert micro == sorted(micro)
     assert set(micro) == {"flatten_swin_micro", "deit_micro", "flatten_deit_micro"}
-    for name in ("flatten_swin_tiny", "flatten_swin_small", "flatten_swin_base", "flatten_pvt_tiny",
-                 "flatten_pvt_small", "flatten_pvt_medium", "flatten_deit_tiny", "swin_tiny", "swin_small",
-                 "swin_base", "pvt_tiny", "pvt_small", "pvt_medium", "deit_tiny", "deit_small", "deit_base"):
+    for name in (
+        "flatten_swin_tiny",
+        "flatten_swin_small",
+        "flatten_swin_base",
+        "flatten_pvt_tiny",
+        "flatten_pvt_small",
+        "flatten_pvt_medium",
+        "flatten_deit_tiny",
+        "swin_tiny",
+        "swin_small",
+        "swin_base",
+        "pvt_tiny",
+        "pvt_small",
+        "pvt_medium",
+        "deit_tiny",
+        "deit_small",
+        "deit_base",
+    ):
         assert name in ALL
 
 

@@ -32,13 +32,24 @@ def run(args) -> int:
         model_args = {"in_chans": c, "img_size": h if h == w else (h, w), **model_args}
     model = load_model_arg(args.model, args.checkpoint, model_args=model_args)
     if args.input_size and tuple(args.input_size) != tuple(model.input_size):
-        raise UserError(f"--input-size {tuple(args.input_size)} does not fit the model in {args.checkpoint}, built "
-                        f"for {tuple(model.input_size)}")
+        raise UserError(
+            f"--input-size {tuple(args.input_size)} does not fit the model in {args.checkpoint}, built "
+            f"for {tuple(model.input_size)}"
+        )
     r = count_macs(model, args.input_size)
     name = args.checkpoint or args.model
     if args.json:
-        print(json.dumps({"model": name, "input_size": list(r.input_size), "params": r.params, "macs": r.total,
-                          "by_kind": r.by_kind}))
+        print(
+            json.dumps(
+                {
+                    "model": name,
+                    "input_size": list(r.input_size),
+                    "params": r.params,
+                    "macs": r.total,
+                    "by_kind": r.by_kind,
+                }
+            )
+        )
         return 0
     print(f"{name}  input {'x'.join(map(str, r.input_size))}")
     print(f"params  {r.params:,} ({_fmt(r.params)})")

@@ -2,11 +2,11 @@
 
 from .macs import (
     KINDS,
+    MacsReport,
     attention_geometry,
     core_macs,
-    is_linear_attention,
-    MacsReport,
     count_macs,
+    is_linear_attention,
     linear_core_macs,
     linear_macs,
     softmax_core_macs,

@@ -1,5 +1,5 @@
 """Saving and loading model folders (safetensors + JSON, no pickle)."""
 
-from .folder import CheckpointError, load_model, read_config, save_model
+from .folder import CheckpointError, load_model, load_pruned, read_config, save_model, save_pruned
 
-__all__ = ["CheckpointError", "load_model", "read_config", "save_model"]
+__all__ = ["CheckpointError", "load_model", "load_pruned", "read_config", "save_model", "save_pruned"]

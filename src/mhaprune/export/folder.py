@@ -127,3 +127,17 @@ def load_model(folder: str | Path, map_location: str = "cpu") -> nn.Module:
     load_state_strict(model, read_weights(folder), str(folder / WEIGHTS_NAME))
     model.checkpoint_config = cfg
     return model.to(map_location).eval()
+
+
+def save_pruned(model: nn.Module, out_dir: str | Path, extra: dict | None = None) -> Path:
+    """Save a pruned model: the folder format plus its plan (``model.pruning_plan``), so that loading rebuilds the
+    dense architecture, replays the plan and loads the weights."""
+    plan = getattr(model, "pruning_plan", None)
+    if plan is None:
+        raise CheckpointError("model carries no pruning plan (model.pruning_plan); use save_model for dense models")
+    return save_model(model, out_dir, extra={"plan": plan.to_dict(), **(extra or {})})
+
+
+def load_pruned(folder: str | Path, map_location: str = "cpu") -> nn.Module:
+    """Load a folder written by :func:`save_pruned` (or any model folder)."""
+    return load_model(folder, map_location)

@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader
 from ..utils import atomic_torch_save, atomic_write_json, configure_deterministic_mode, run_metadata, seed_all
 from ..utils import distributed as du
 from ..utils.seed import rng_state, set_rng_state
-from .callbacks import Callback
 from .losses import ClassificationLoss, mix_batch
 
 _logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Seeding, atomic file writes, run metadata and distributed helpers."""
 
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_torch_save
+from .io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 from .meta import run_metadata
 from .seed import configure_deterministic_mode, seed_all
 

@@ -1,0 +1,252 @@
+"""``mhaprune prune``: calibrate → init → search → convert → fine-tune (KD) → evaluate → save.
+
+With no arguments it is the embedded default: the bundled ``flatten_swin_micro`` on Fashion-MNIST to 70% of its MACs,
+sized to finish in about 10 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .cmd_train import add_train_args
+
+DEFAULT_MODEL = "flatten_swin_micro"
+
+PRUNE_DEFAULTS = dict(
+    model=None,
+    checkpoint=None,
+    random_init=False,
+    data="fashion-mnist",
+    data_dir=None,
+    target_macs="0.7",
+    search_epochs=0.35,
+    finetune_epochs=0.6,
+    lr=5e-4,
+    min_lr=1e-5,
+    weight_decay=0.05,
+    warmup_epochs=0.05,
+    label_smoothing=0.1,
+    mixup=0.0,
+    cutmix=0.0,
+    clip_grad=5.0,
+    ema_decay=None,
+    max_steps=None,
+    no_augment=True,
+    batch_size=128,
+    seed=0,
+    deterministic=False,
+    device="auto",
+    threads=None,
+    save_every=100,
+    kd_alpha=0.5,
+    calib_size=64,
+    indicator_lr=None,
+    reg_weight=None,
+    patience=None,
+    round_to=None,
+    regularizer=None,
+    threshold=None,
+    similarity_source=None,
+    attn_init_scope=None,
+    attn_init_metric=None,
+    no_similarity=False,
+    no_equal_heads=False,
+    no_reweight=False,
+    no_attn_init=False,
+    no_prune_qk=False,
+    no_prune_v=False,
+    no_prune_mlp=False,
+    epochs=None,
+)
+
+
+def add_parser(sub):
+    p = sub.add_parser("prune", help="prune a model to a MACs target (no arguments: the embedded default)")
+    p.add_argument("-c", "--config", metavar="YAML", help="recipe file; explicit flags win")
+    m = p.add_argument_group("model (default: the bundled flatten_swin_micro)")
+    m.add_argument("--model", metavar="NAME", help="registered model (its bundled weights when it has them)")
+    m.add_argument("--checkpoint", metavar="DIR", help="model folder to prune")
+    m.add_argument(
+        "--random-init",
+        action="store_true",
+        default=None,
+        help="allow a model without trained weights (for latency/shape studies)",
+    )
+    d = p.add_argument_group("data")
+    d.add_argument("--data", metavar="fashion-mnist|PATH")
+    d.add_argument("--data-dir", metavar="DIR")
+    b = p.add_argument_group("budget and stages")
+    b.add_argument("--target-macs", metavar="T", help="fraction of dense MACs (0.7), percentage (70%%) or count (1.2G)")
+    b.add_argument(
+        "--search-epochs",
+        type=float,
+        metavar="E",
+        help="search budget in epochs (default 0.35; 0 = one-shot from the initialised indicators)",
+    )
+    b.add_argument("--finetune-epochs", type=float, metavar="E", help="KD fine-tune epochs (default 0.6)")
+    b.add_argument("--kd-alpha", type=float, metavar="A", help="distillation weight (0 = hard labels only)")
+    b.add_argument("--calib-size", type=int, metavar="N", help="calibration images (default 64)")
+    meth = p.add_argument_group("method options (see docs/method.md)")
+    meth.add_argument("--indicator-lr", type=float, metavar="LR")
+    meth.add_argument("--reg-weight", type=float, metavar="L")
+    meth.add_argument("--patience", type=int, metavar="STEPS")
+    meth.add_argument("--round-to", type=int, metavar="K", help="kept channels per head a multiple of K (e.g. 8)")
+    meth.add_argument("--regularizer", choices=("squared", "log"))
+    meth.add_argument("--threshold", choices=("sigmoid", "raw"))
+    meth.add_argument("--similarity-source", choices=("activation", "weight"))
+    meth.add_argument("--attn-init-scope", choices=("linear", "attention", "all"))
+    meth.add_argument("--attn-init-metric", choices=("fro", "kl"))
+    for flag, what in (
+        ("similarity", "channel-similarity weights"),
+        ("equal-heads", "equal-per-head adjustment"),
+        ("reweight", "reweight module"),
+        ("attn-init", "attention-difference init"),
+        ("prune-qk", "Q/K pruning"),
+        ("prune-v", "V pruning"),
+        ("prune-mlp", "MLP pruning"),
+    ):
+        meth.add_argument(f"--no-{flag}", action="store_true", default=None, help=f"switch off the {what}")
+    p.add_argument("--out", metavar="DIR", help="run folder (default runs/prune-MODEL-TIMESTAMP)")
+    add_train_args(p)
+    p.set_defaults(func=run)
+
+
+def _prune_config(opts: dict):
+    from ..pruning import PruneConfig
+
+    kw = dict(
+        target_macs=opts["target_macs"],
+        similarity=not opts["no_similarity"],
+        equal_heads=not opts["no_equal_heads"],
+        reweight=not opts["no_reweight"],
+        attn_init=not opts["no_attn_init"],
+        prune_qk=not opts["no_prune_qk"],
+        prune_v=not opts["no_prune_v"],
+        prune_mlp=not opts["no_prune_mlp"],
+        seed=opts["seed"],
+    )
+    for k in (
+        "indicator_lr",
+        "reg_weight",
+        "patience",
+        "round_to",
+        "regularizer",
+        "threshold",
+        "similarity_source",
+        "attn_init_scope",
+        "attn_init_metric",
+    ):
+        if opts[k] is not None:
+            kw[k] = opts[k]
+    target = kw["target_macs"]
+    try:
+        kw["target_macs"] = float(target)
+    except (TypeError, ValueError):
+        pass
+    return PruneConfig(**kw)
+
+
+def _fmt(n: float) -> str:
+    return f"{n / 1e9:.3f} G" if n >= 1e9 else f"{n / 1e6:.2f} M"
+
+
+def print_report(report: dict) -> None:
+    d, p = report["dense"], report["pruned"]
+    print(f"{'':<14}{'dense':>16}{'pruned':>16}")
+    print(f"{'params':<14}{d['params']:>16,}{p['params']:>16,}  ({100 * p['params'] / d['params']:.1f}%)")
+    print(
+        f"{'MACs':<14}{_fmt(d['macs']):>16}{_fmt(p['macs']):>16}  ({100 * p['macs'] / d['macs']:.1f}%; target "
+        f"{100 * report['target_macs'] / d['macs']:.1f}%)"
+    )
+    for kind, v in d["macs_by_kind"].items():
+        print(f"  {kind:<12}{_fmt(v):>16}{_fmt(p['macs_by_kind'].get(kind, 0)):>16}")
+    if "test" in report:
+        td, tp = report["test"]["dense"]["top1"], report["test"]["pruned"]["top1"]
+        print(f"{'top-1 (test)':<14}{td:>15.2f}%{tp:>15.2f}%  ({tp - td:+.2f} pp)")
+    if "latency" in report:
+        lat = report["latency"]
+        print(
+            f"{'latency b' + str(lat['batch']):<14}{1e3 * lat['dense_s']:>13.2f} ms{1e3 * lat['pruned_s']:>13.2f} ms  "
+            f"(speedup {lat['speedup']:.2f}x; MACs ratio {lat['macs_ratio']:.2f}x)"
+        )
+    print(
+        f"time: search {report['search_s']:.0f} s, fine-tune {report['finetune_s']:.0f} s, total "
+        f"{report['wall_s']:.0f} s"
+    )
+
+
+def run(args) -> int:
+    import torch
+
+    from ..data import build_data
+    from ..export import save_pruned
+    from ..models import create_model
+    from ..models._pretrained import pretrained_models
+    from ..pipeline import measure_latency, prune
+    from ..utils import atomic_write_json, run_metadata
+    from ._common import UserError, load_model_arg, load_yaml_config, pick_device, prepare_out_dir, resolve
+    from .cmd_train import train_config_from
+
+    t0 = time.time()
+    opts = resolve(args, PRUNE_DEFAULTS, load_yaml_config(args.config))
+    if opts["epochs"] is not None:
+        raise UserError("prune takes --search-epochs and --finetune-epochs, not --epochs")
+    if opts["threads"]:
+        torch.set_num_threads(opts["threads"])
+    cfg = _prune_config(opts)  # validates the method options before any work
+    name = opts["model"] or (None if opts["checkpoint"] else DEFAULT_MODEL)
+    if name and not opts["random_init"] and name not in pretrained_models():
+        raise UserError(
+            f"{name} has no bundled trained weights; pass --checkpoint DIR with a trained model, or "
+            f"--random-init to prune untrained weights (bundled: {', '.join(pretrained_models())})"
+        )
+    out_arg = args.out or f"runs/prune-{name or 'checkpoint'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = prepare_out_dir(
+        out_arg, args.overwrite, args.resume, markers=("config.json", "search/checkpoint.pt", "finetune/checkpoint.pt")
+    )
+    if args.resume and not any((out / s / "checkpoint.pt").exists() for s in ("search", "finetune")):
+        raise UserError(f"--resume given but {out} holds no search/ or finetune/ checkpoint")
+    if name:
+        model = create_model(name) if opts["random_init"] else create_model(name, pretrained=True)
+    else:
+        model = load_model_arg(None, opts["checkpoint"])
+    device = pick_device(opts["device"])
+    splits = build_data(opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"])
+    progress = not args.no_progress
+    search = train_config_from({**opts, "epochs": opts["search_epochs"], "warmup_epochs": 0.0}, device, progress)
+    finetune = train_config_from({**opts, "epochs": opts["finetune_epochs"]}, device, progress)
+    if search.epochs > 0:
+        search.validate(len(splits.train))
+    atomic_write_json(out / "resolved_config.json", {**opts, "prune_config": cfg.to_dict(), **run_metadata()})
+    result = prune(
+        model,
+        cfg,
+        splits.train,
+        splits.val,
+        search,
+        finetune,
+        test_set=splits.test,
+        out_dir=out,
+        calib_size=opts["calib_size"],
+        kd_alpha=opts["kd_alpha"],
+        resume=args.resume,
+    )
+    report = result.report
+    lat_dense = measure_latency(
+        create_model(result.model.arch_name, **result.model.model_args), result.model.input_size, device=device
+    )
+    lat_pruned = measure_latency(result.model, model.input_size, device=device)
+    report["latency"] = {
+        "batch": 32,
+        "dense_s": lat_dense,
+        "pruned_s": lat_pruned,
+        "speedup": lat_dense / lat_pruned,
+        "macs_ratio": report["dense"]["macs"] / report["pruned"]["macs"],
+    }
+    report["wall_s"] = round(time.time() - t0, 1)
+    result.plan.save(out / "plan.json")
+    atomic_write_json(out / "report.json", report)
+    save_pruned(result.model, out, extra={"metrics": report.get("test", {}), "prune_config": cfg.to_dict()})
+    print_report(report)
+    print(f"saved {out}")
+    return 0

@@ -1,0 +1,26 @@
+"""Pruning: adapters, indicators, similarity weights, head-equal groups, reweight, init, plans and surgery."""
+
+from .budget import ModelCost, plan_from_rankings, uniform_widths
+from .config import ConfigError, PruneConfig, parse_macs
+from .plan import LayerPlan, Plan, PlanError
+from .pruner import Pruner
+from .spec import Adapter, get_adapter, prunable_modules, register_adapter
+from .surgery import apply_plan
+
+__all__ = [
+    "Adapter",
+    "ConfigError",
+    "LayerPlan",
+    "ModelCost",
+    "Plan",
+    "PlanError",
+    "PruneConfig",
+    "Pruner",
+    "apply_plan",
+    "get_adapter",
+    "parse_macs",
+    "plan_from_rankings",
+    "prunable_modules",
+    "register_adapter",
+    "uniform_widths",
+]

@@ -1,0 +1,224 @@
+"""The budget side of the method: analytic MACs of any width assignment (differentiable), and the greedy
+repair/fill that turns per-channel rankings into a plan with MACs ≤ target."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn as nn
+
+from ..cost import count_macs
+from .config import ConfigError, parse_macs
+from .groups import per_head_width
+from .plan import LayerPlan, Plan
+from .spec import Adapter, prunable_modules
+
+
+class LayerCost:
+    """One prunable module: its adapter, recorded geometry and group shapes."""
+
+    def __init__(self, path: str, module: nn.Module, adapter: Adapter, geom: dict):
+        self.path, self.module, self.adapter, self.geom = path, module, adapter, geom
+        self.shapes = dict(adapter.groups(module))
+
+    def macs(self, per_head: dict[str, float]):
+        """MACs of the width-dependent parts at ``per_head`` channels per head (floats/tensors allowed)."""
+        widths = {g: self.shapes[g][0] * per_head.get(g, self.shapes[g][1]) for g in self.shapes}
+        return self.adapter.macs(self.module, self.geom, widths)
+
+    def macs_total(self, totals: dict):
+        """Same, from total channels per group (e.g. the sum of a soft mask)."""
+        widths = {g: totals.get(g, self.shapes[g][0] * self.shapes[g][1]) for g in self.shapes}
+        return self.adapter.macs(self.module, self.geom, widths)
+
+
+class ModelCost:
+    """Analytic MACs of ``model`` as a function of the kept widths of every prunable group.
+
+    ``total = const + Σ_layers layer.macs(widths)``, where ``const`` (patch embedding, merging, head, unaffected
+    projections) is the dense count minus the width-dependent parts. Exact: tested against ``count_macs`` of the
+    sliced model.
+    """
+
+    def __init__(self, model: nn.Module, input_size):
+        self.input_size = tuple(input_size)
+        entries = prunable_modules(model)
+        geoms: dict[str, dict] = {}
+        hooks = [
+            m.register_forward_hook(lambda mod, a, out, p=p, ad=ad: geoms.__setitem__(p, ad.geometry(mod, a)))
+            for p, m, ad in entries
+        ]
+        try:
+            report = count_macs(model, self.input_size)
+        finally:
+            for h in hooks:
+                h.remove()
+        self.layers = [LayerCost(p, m, ad, geoms[p]) for p, m, ad in entries if p in geoms]
+        self.dense_total = report.total
+        self.dense_params = report.params
+        dense_parts = sum(int(lc.macs({})) for lc in self.layers)
+        self.const = self.dense_total - dense_parts
+
+    def total(self, per_head: dict[str, dict[str, int]]) -> int:
+        return int(self.const + sum(lc.macs(per_head.get(lc.path, {})) for lc in self.layers))
+
+    def min_total(self, groups: set[str], min_per_head: int = 1) -> int:
+        return self.total(
+            {lc.path: {g: min(min_per_head, lc.shapes[g][1]) for g in lc.shapes if g in groups} for lc in self.layers}
+        )
+
+    def resolve_target(self, target, groups: set[str], min_per_head: int = 1) -> int:
+        t = parse_macs(target, self.dense_total)
+        if t >= self.dense_total:
+            raise ConfigError(
+                f"target {t:,} MACs is not below the dense model's {self.dense_total:,}; choose a smaller "
+                f"target, e.g. 0.7 for 70%"
+            )
+        floor = self.min_total(groups, min_per_head)
+        if t < floor:
+            raise ConfigError(
+                f"target {t:,} MACs is below the smallest reachable model ({floor:,} MACs, "
+                f"{100 * floor / self.dense_total:.1f}% of dense, with {min_per_head} channel(s) per head "
+                f"in every pruned group); choose a larger target"
+            )
+        return t
+
+
+def greedy_widths(
+    cost: ModelCost,
+    rankings: dict[str, dict[str, torch.Tensor]],
+    widths: dict[str, dict[str, int]],
+    target: int,
+    step: int = 1,
+    min_per_head: int = 1,
+    fill: bool = True,
+) -> dict[str, dict[str, int]]:
+    """Repair, then fill: remove the cheapest-to-lose channel per head (lowest score lost per MAC saved) until
+    MACs ≤ target; then add back the best channels per MAC while MACs stay ≤ target.
+
+    ``rankings[path][group]`` holds each head's channel scores sorted descending ``(h, d)``; ``widths`` the
+    starting channels per head. Returns new widths.
+    """
+    widths = copy.deepcopy(widths)
+    by_path = {lc.path: lc for lc in cost.layers}
+    layer_macs = {p: lc.macs(widths.get(p, {})) for p, lc in by_path.items()}
+    total = cost.const + sum(layer_macs.values())
+
+    def moves(direction: int):
+        for p, groups in rankings.items():
+            lc = by_path[p]
+            for g, ranked in groups.items():
+                d = widths[p][g]
+                h, full = lc.shapes[g]
+                nd = min(full, d + step) if direction > 0 else max(min(min_per_head, full), d - step)
+                if nd == d:
+                    continue
+                trial = {**widths[p], g: nd}
+                delta = lc.macs(trial) - layer_macs[p]
+                lo, hi = min(d, nd), max(d, nd)
+                value = float(ranked[:, lo:hi].sum())
+                yield p, g, nd, delta, value
+
+    while total > target:
+        best = min(moves(-1), key=lambda mv: mv[4] / max(-mv[3], 1e-9), default=None)
+        if best is None:
+            break
+        p, g, nd, delta, _ = best
+        widths[p][g] = nd
+        layer_macs[p] += delta
+        total += delta
+    while fill:
+        fits = [mv for mv in moves(+1) if total + mv[3] <= target]
+        if not fits:
+            break
+        p, g, nd, delta, _ = max(fits, key=lambda mv: mv[4] / max(mv[3], 1e-9))
+        widths[p][g] = nd
+        layer_macs[p] += delta
+        total += delta
+    return widths
+
+
+def plan_from_rankings(
+    model: nn.Module,
+    cost: ModelCost,
+    scores: dict[str, dict[str, torch.Tensor]],
+    widths: dict[str, dict[str, int]],
+    target: int | None,
+    step: int = 1,
+    min_per_head: int = 1,
+    fill: bool = True,
+    meta: dict | None = None,
+) -> Plan:
+    """Build a plan: every head keeps its top ``widths`` channels by ``scores`` (after repair/fill to ``target``)."""
+    ranked = {
+        p: {g: torch.sort(s, dim=1, descending=True, stable=True).values for g, s in gs.items()}
+        for p, gs in scores.items()
+    }
+    if target is not None:
+        widths = greedy_widths(cost, ranked, widths, target, step, min_per_head, fill)
+    layers = {}
+    for lc in cost.layers:
+        if lc.path not in scores:
+            continue
+        keep = {}
+        for g, s in scores[lc.path].items():
+            order = torch.argsort(s, dim=1, descending=True, stable=True)[:, : widths[lc.path][g]]
+            keep[g] = torch.sort(order, dim=1).values.tolist()
+        layers[lc.path] = LayerPlan(lc.adapter.kind, {g: list(lc.shapes[g]) for g in keep}, keep)
+    pruned_macs = cost.total({p: dict(w) for p, w in widths.items()})
+    plan = Plan(
+        layers,
+        list(cost.input_size),
+        cost.dense_total,
+        cost.dense_params,
+        pruned_macs,
+        0,
+        target,
+        getattr(model, "arch_name", None),
+        meta or {},
+    )
+    plan.pruned_params = plan_params(model, plan)
+    return plan
+
+
+def plan_params(model: nn.Module, plan: Plan) -> int:
+    """Parameters of the model after ``plan`` (computed on a detached copy)."""
+    from .surgery import apply_plan
+
+    clone = copy.deepcopy(model)
+    apply_plan(clone, plan)  # removes any gates first
+    return sum(p.numel() for p in clone.parameters())
+
+
+def uniform_widths(cost: ModelCost, groups: set[str], target: int, min_per_head: int = 1, step: int = 1):
+    """The largest single keep ratio (same in every pruned group) whose MACs are ≤ target (bisection)."""
+
+    def widths_at(r):
+        return {
+            lc.path: {
+                g: max(
+                    min(min_per_head, lc.shapes[g][1]),
+                    per_head_width(
+                        round(r * lc.shapes[g][0] * lc.shapes[g][1]), lc.shapes[g][0], lc.shapes[g][1], step, 1
+                    ),
+                )
+                for g in lc.shapes
+                if g in groups
+            }
+            for lc in cost.layers
+        }
+
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if cost.total(widths_at(mid)) <= target:
+            lo = mid
+        else:
+            hi = mid
+    return widths_at(lo), lo
+
+
+def round_up(x: float, m: int) -> int:
+    return int(math.ceil(x / m) * m)

@@ -1,0 +1,138 @@
+"""``PruneConfig``: every design choice of the method is a named, validated option (so it can be ablated)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+class ConfigError(ValueError):
+    """An invalid pruning option."""
+
+
+def parse_macs(value, dense_macs: int | None = None) -> int:
+    """A MACs target as an absolute count: ``0.7`` (fraction of ``dense_macs``), ``"70%"``, ``"1.2G"``, ``"35M"``,
+    ``1_200_000``.
+    """
+    if isinstance(value, str):
+        s = value.strip()
+        m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)", s)
+        if not m:
+            raise ConfigError(
+                f"cannot read MACs target {value!r}; use a fraction like 0.7, a percentage like 70%, or "
+                f"a count like 1.2G / 35M"
+            )
+        num, unit = float(m.group(1)), m.group(2).upper().removesuffix("MACS").removesuffix("MAC")
+        if unit == "%":
+            value = num / 100
+        elif unit in _UNITS:
+            value = num * _UNITS[unit] if unit else num
+        else:
+            raise ConfigError(
+                f"unknown unit {m.group(2)!r} in MACs target {value!r}; use K, M, G or T (e.g. 1.2G), % "
+                f"or a plain fraction"
+            )
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"cannot read MACs target {value!r}") from e
+    if value <= 0:
+        raise ConfigError(f"target MACs must be > 0, got {value}")
+    if value <= 1.0:
+        if dense_macs is None:
+            raise ConfigError("a fractional MACs target needs the dense MACs")
+        if value == 1.0:
+            raise ConfigError("target MACs of 1.0 (100%) prunes nothing; give a fraction below 1, e.g. 0.7")
+        return int(value * dense_macs)
+    return int(value)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Options of the method (``method.md`` §2). MACs are per image; see ``docs`` for every choice.
+
+    Args:
+        target_macs: fraction of the dense MACs (``0.7``), or an absolute count (``"1.2G"``, ``35e6``).
+        prune_qk / prune_v / prune_mlp: which channel groups are pruned.
+        threshold: ``"sigmoid"`` keeps a channel when ``α·σ(m) > 0.5``; ``"raw"`` when ``m > 0``.
+        init_logit: uniform initial indicator logit (``σ(3) ≈ 0.95``: everything kept at the start).
+        regularizer: ``"squared"``: ``(MACs/T - 1)²`` above the target, 0 below; ``"log"``: ``|log(MACs/T)|``.
+        reg_weight: λ of the MACs regulariser.
+        indicator_lr: learning rate of the indicators (own optimizer group, no weight decay).
+        patience: the search freezes the masks once MACs ≤ target held this many steps (0: never).
+        similarity: channel-similarity weights inside each head (§2.2).
+        similarity_source: ``"activation"`` (cosine of activations over a calibration batch) or ``"weight"``.
+        similarity_every: recompute the activation similarity every this many steps (0: only at calibration).
+        equal_heads: keep the same number of channels in every head (§2.3). Off: channels are kept independently
+            and the deployable model pads every head to the widest one.
+        round_to: round the kept channels per head to a multiple of this (8 = hardware friendly; 1 = off).
+        reweight: learnable V-channel scales and Q/K temperatures, folded into the weights at convert (§2.4).
+        attn_init: initialise indicators from the attention difference (§2.5).
+        attn_init_scope: ``"linear"`` (paper: linear-attention Q/K), ``"attention"`` (all attention Q/K),
+            ``"all"`` (also V and MLP, by output difference).
+        attn_init_metric: ``"fro"`` (Frobenius norm) or ``"kl"`` (row-wise KL) of the attention difference.
+        attn_init_kappa: ``m⁰ = init_logit + κ · z(D)``.
+        attn_init_rows: sampled query rows per map (never materialises N×N for large N).
+        repair: after the search, greedily make MACs ≤ target (always on for the final plan) and then ``fill``:
+            add back the best channels while MACs stay ≤ target.
+        min_per_head: channels every head keeps at least.
+        seed: for the random parts (row sampling).
+    """
+
+    target_macs: float | int | str = 0.7
+    prune_qk: bool = True
+    prune_v: bool = True
+    prune_mlp: bool = True
+    threshold: str = "sigmoid"
+    init_logit: float = 3.0
+    regularizer: str = "squared"
+    reg_weight: float = 2.0
+    indicator_lr: float = 0.05
+    patience: int = 50
+    similarity: bool = True
+    similarity_source: str = "activation"
+    similarity_every: int = 50
+    equal_heads: bool = True
+    round_to: int = 1
+    reweight: bool = True
+    attn_init: bool = True
+    attn_init_scope: str = "linear"
+    attn_init_metric: str = "fro"
+    attn_init_kappa: float = 1.0
+    attn_init_rows: int = 64
+    fill: bool = True
+    min_per_head: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        choices = {
+            "threshold": ("sigmoid", "raw"),
+            "regularizer": ("squared", "log"),
+            "similarity_source": ("activation", "weight"),
+            "attn_init_scope": ("linear", "attention", "all"),
+            "attn_init_metric": ("fro", "kl"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not (self.prune_qk or self.prune_v or self.prune_mlp):
+            raise ConfigError("nothing to prune: enable at least one of prune_qk, prune_v, prune_mlp")
+        if self.round_to < 1 or self.min_per_head < 1:
+            raise ConfigError("round_to and min_per_head must be >= 1")
+        if self.reg_weight < 0 or self.indicator_lr <= 0:
+            raise ConfigError("reg_weight must be >= 0 and indicator_lr > 0")
+        if isinstance(self.target_macs, str):
+            parse_macs(self.target_macs, dense_macs=1)  # validates the unit early
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PruneConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown PruneConfig option(s): {', '.join(sorted(unknown))}")
+        return cls(**d)

@@ -1,0 +1,105 @@
+"""Indicator initialisation from the attention difference (§2.5).
+
+On a calibration batch, for every channel ``c`` of a layer's Q/K group, compare the layer's attention map ``A`` with
+the map ``A^(-c)`` computed with channel ``c`` removed; ``D_c = ‖A - A^(-c)‖`` (Frobenius, or row-wise KL). For
+focused linear attention ``A`` is the row-normalised ``φ(Q)φ(K)ᵀ`` on sampled query rows (never the full N×N for
+large N), recomputing the focusing function (its norms span all channels) without ``c``. For other groups (options)
+the difference is measured on the module output. ``m⁰ = init_logit + κ · z(D)``, ``z`` the within-layer z-score.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import focused_kernel
+
+
+def zscore(x: torch.Tensor) -> torch.Tensor:
+    std = x.std()
+    if not torch.isfinite(std) or std < 1e-12:
+        return torch.zeros_like(x)
+    return (x - x.mean()) / std
+
+
+def _map_difference(a: torch.Tensor, b: torch.Tensor, metric: str) -> float:
+    if metric == "fro":
+        return float(torch.linalg.norm((a - b).reshape(-1)))
+    eps = 1e-12
+    return float((a * (torch.log(a + eps) - torch.log(b + eps))).sum(-1).mean())
+
+
+def _row_normalised(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    s = q @ k.transpose(-2, -1)
+    return s / s.sum(-1, keepdim=True).clamp_min(1e-30)
+
+
+@torch.no_grad()
+def linear_attention_difference(
+    q_pre: torch.Tensor,
+    k_pre: torch.Tensor,
+    heads: int,
+    focusing_factor: float,
+    metric: str = "fro",
+    rows: int = 64,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``D`` ``(h, d)`` for a focused-linear-attention layer.
+
+    Args:
+        q_pre / k_pre: Q and K features right before the focusing function, ``(B, N, C)`` / ``(B, n, C)`` (what the
+            layer's Q/K gates see).
+        heads: number of heads.
+        focusing_factor: ``p``.
+        metric: ``"fro"`` or ``"kl"``.
+        rows: sampled query rows per image.
+    """
+    q_pre, k_pre = q_pre.double(), k_pre.double()
+    B, N, C = q_pre.shape
+    d = C // heads
+    if rows and rows < N:
+        idx = torch.randperm(N, generator=generator)[:rows]
+        q_pre = q_pre[:, idx]
+
+    def maps(q, k):
+        fq = focused_kernel(q, focusing_factor).reshape(B, -1, heads, d).transpose(1, 2)
+        fk = focused_kernel(k, focusing_factor).reshape(B, -1, heads, d).transpose(1, 2)
+        return fq, fk
+
+    fq, fk = maps(q_pre, k_pre)
+    base = _row_normalised(fq, fk)  # B, h, R, n
+    D = torch.zeros(heads, d, dtype=torch.float64)
+    for c in range(C):
+        qm, km = q_pre.clone(), k_pre.clone()
+        qm[..., c] = 0
+        km[..., c] = 0
+        i = c // d
+        fq2, fk2 = maps(qm, km)
+        D[i, c % d] = _map_difference(base[:, i], _row_normalised(fq2[:, i], fk2[:, i]), metric)
+    return D
+
+
+@torch.no_grad()
+def output_difference(module: torch.nn.Module, args: tuple, state, metric: str = "fro") -> torch.Tensor:
+    """``D`` ``(h, d)`` of a group by the change of the module's output when each channel is masked."""
+    was_frozen, old_mask = bool(state.frozen), state.frozen_mask.clone()
+    state.frozen.fill_(True)
+    try:
+        state.frozen_mask.fill_(1.0)
+        base = module(*args).double()
+        D = torch.zeros(state.heads, state.width, dtype=torch.float64)
+        for i in range(state.heads):
+            for c in range(state.width):
+                state.frozen_mask.fill_(1.0)
+                state.frozen_mask[i, c] = 0.0
+                out = module(*args).double()
+                if metric == "fro":
+                    D[i, c] = torch.linalg.norm((out - base).reshape(-1))
+                else:
+                    D[i, c] = F.kl_div(
+                        F.log_softmax(out, -1), F.log_softmax(base, -1), log_target=True, reduction="batchmean"
+                    )
+    finally:
+        state.frozen.fill_(was_frozen)
+        state.frozen_mask.copy_(old_mask)
+    return D

@@ -1,0 +1,369 @@
+"""``Pruner``: prepare → (train) → plan / convert, torch.ao style.
+
+    pruner = Pruner(model, PruneConfig(target_macs=0.7), example_inputs=calibration_batch)
+    pruner.prepare()                       # gates in, model unchanged numerically
+    for x, y in loader:                    # your loop (or mhaprune's engine with PruningCallback)
+        loss = task_loss(model(x), y) + pruner.regularization_loss()
+        loss.backward(); optimizer.step(); pruner.step()
+    plan = pruner.plan()                   # MACs ≤ target, every head the same width
+    pruned = pruner.convert()              # plain nn.Module, reweight folded, no gates
+
+The indicators, similarity weights and reweight parameters live inside the gates, i.e. in the model's state dict, so
+checkpoints and resume cover them. Put them in their own optimizer group with :meth:`param_groups`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+
+from .budget import ModelCost, plan_from_rankings
+from .config import PruneConfig
+from .gates import GroupState
+from .groups import padded_width
+from .init import linear_attention_difference, output_difference, zscore
+from .plan import Plan
+from .similarity import alpha_from_grams, alpha_from_weights
+from .surgery import apply_plan
+
+_logger = logging.getLogger(__name__)
+
+_GROUP_FLAG = {"qk": "prune_qk", "v": "prune_v", "hidden": "prune_mlp"}
+
+
+class Pruner:
+    """Automatic channel pruning of multi-head attention and MLPs under a MACs target.
+
+    Args:
+        model: a model built from modules with registered adapters. ``prepare`` and ``convert`` modify it in place
+            (deepcopy first to keep the original).
+        cfg: the options.
+        example_inputs: a calibration batch ``(B, C, H, W)`` from the training data; its first image fixes the input
+            size for the cost model, the whole batch calibrates similarity weights and the init.
+    """
+
+    def __init__(self, model: nn.Module, cfg: PruneConfig, example_inputs: torch.Tensor):
+        self.model, self.cfg = model, cfg
+        if example_inputs.ndim != 4:
+            raise ValueError(f"example_inputs must be a batch (B, C, H, W), got shape {tuple(example_inputs.shape)}")
+        self.example_inputs = example_inputs
+        self.cost = ModelCost(model, example_inputs.shape[1:])
+        self.groups_pruned = {g for g, flag in _GROUP_FLAG.items() if getattr(cfg, flag)}
+        self.target = self.cost.resolve_target(cfg.target_macs, self.groups_pruned, cfg.min_per_head)
+        self.states: dict[str, dict[str, GroupState]] = {}
+        self.step_count = 0
+        self.below_target_steps = 0
+        self._collecting = False
+
+    # ------------------------------------------------------------------ prepare
+    def prepare(self) -> nn.Module:
+        """Install the gates and calibrate (similarity weights, attention-difference init). With every indicator at
+        its initial 'keep' value the model computes exactly what it computed before."""
+        if self.states:
+            raise RuntimeError("prepare() was already called")
+        cfg = self.cfg
+        for lc in self.cost.layers:
+            modes = lc.adapter.reweight_modes(lc.module) if cfg.reweight else {}
+            states = {}
+            for g, (h, d) in lc.shapes.items():
+                prunable = g in self.groups_pruned
+                if not prunable and modes.get(g) is None:
+                    continue
+                st = GroupState(
+                    h,
+                    d,
+                    g,
+                    cfg.init_logit,
+                    cfg.threshold,
+                    cfg.equal_heads,
+                    cfg.round_to,
+                    cfg.min_per_head,
+                    modes.get(g),
+                    prunable,
+                )
+                p = next(lc.module.parameters())
+                st.to(device=p.device)
+                w = lc.adapter.channel_weights(lc.module, g).detach()
+                st.tiebreak.copy_(1e-4 * zscore(w.abs().sum(-1).double().reshape(-1)).reshape(h, d).float())
+                states[g] = st
+            if states:
+                lc.adapter.install(lc.module, states)
+                self.states[lc.path] = states
+        self.calibrate()
+        return self.model
+
+    def _all_states(self):
+        for path, states in self.states.items():
+            for g, st in states.items():
+                yield path, g, st
+
+    @torch.no_grad()
+    def calibrate(self) -> None:
+        """Similarity weights and indicator init from the calibration batch (one forward pass, eval mode)."""
+        cfg = self.cfg
+        use_act = cfg.similarity and cfg.similarity_source == "activation"
+        init_groups = self._init_targets() if cfg.attn_init else {}
+        inputs: dict[str, tuple] = {}
+        hooks = []
+        for lc in self.cost.layers:
+            if lc.path in init_groups and any(g != "qk" or not _is_linear(lc.module) for g in init_groups[lc.path]):
+                hooks.append(
+                    lc.module.register_forward_pre_hook(
+                        lambda mod, args, p=lc.path: inputs.__setitem__(
+                            p, tuple(a.detach() if torch.is_tensor(a) else a for a in args)
+                        )
+                    )
+                )
+        for _, _, st in self._all_states():
+            st.reset_stats()
+            st.collect = use_act
+            st.capture = True
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self.model(self.example_inputs.to(next(self.model.parameters()).device))
+        finally:
+            for h in hooks:
+                h.remove()
+            for _, _, st in self._all_states():
+                st.collect = False
+                st.capture = False
+        if cfg.similarity:
+            self._update_alpha(from_weights=not use_act)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        for lc in self.cost.layers:
+            for g in init_groups.get(lc.path, ()):
+                st = self.states[lc.path][g]
+                if g == "qk" and _is_linear(lc.module):
+                    D = linear_attention_difference(
+                        st.captured["q"],
+                        st.captured["k"],
+                        st.heads,
+                        lc.module.focusing_factor,
+                        cfg.attn_init_metric,
+                        cfg.attn_init_rows,
+                        gen,
+                    )
+                else:
+                    D = output_difference(lc.module, inputs[lc.path], st, cfg.attn_init_metric)
+                st.indicator.data.copy_((cfg.init_logit + cfg.attn_init_kappa * zscore(D)).to(st.indicator.dtype))
+        for _, _, st in self._all_states():
+            st.captured = {}
+        self.model.train(was_training)
+
+    def _init_targets(self) -> dict[str, list[str]]:
+        scope = self.cfg.attn_init_scope
+        out = {}
+        for lc in self.cost.layers:
+            groups = []
+            for g, st in self.states.get(lc.path, {}).items():
+                if not st.prunable:
+                    continue
+                if g == "qk" and lc.adapter.kind == "attention" and (scope != "linear" or _is_linear(lc.module)):
+                    groups.append(g)
+                elif scope == "all":
+                    groups.append(g)
+            if groups:
+                out[lc.path] = groups
+        return out
+
+    @torch.no_grad()
+    def _update_alpha(self, from_weights: bool = False) -> None:
+        for lc in self.cost.layers:
+            for g, st in self.states.get(lc.path, {}).items():
+                if not st.prunable:
+                    continue
+                if from_weights:
+                    alpha = alpha_from_weights(lc.adapter.channel_weights(lc.module, g))
+                elif st.grams:
+                    alpha = alpha_from_grams(list(st.grams.values()))
+                else:
+                    continue
+                st.alpha.copy_(alpha.to(st.alpha.dtype))
+                st.reset_stats()
+
+    # ------------------------------------------------------------------ search
+    def param_groups(self, model: nn.Module | None = None, weight_decay: float = 0.05) -> list[dict]:
+        """Optimizer groups: indicators (``indicator_lr``, no decay), reweight parameters (no decay), the rest."""
+        model = model or self.model
+        ind = {id(st.indicator) for _, _, st in self._all_states()}
+        rw = {id(st.reweight) for _, _, st in self._all_states() if st.reweight is not None}
+        groups = {"ind": [], "rw": [], "decay": [], "no_decay": []}
+        for name, p in model.named_parameters():
+            if not p.requires_grad and id(p) not in ind:
+                continue
+            if id(p) in ind:
+                groups["ind"].append(p)
+            elif id(p) in rw:
+                groups["rw"].append(p)
+            elif (
+                p.ndim <= 1
+                or name.endswith(("pos_embed", "cls_token", "positional_encoding", ".scale"))
+                or ("relative_position_bias_table" in name)
+            ):
+                groups["no_decay"].append(p)
+            else:
+                groups["decay"].append(p)
+        return [
+            {"params": groups["decay"], "weight_decay": weight_decay},
+            {"params": groups["no_decay"], "weight_decay": 0.0},
+            {"params": groups["rw"], "weight_decay": 0.0},
+            {"params": groups["ind"], "weight_decay": 0.0, "lr": self.cfg.indicator_lr},
+        ]
+
+    def soft_macs(self) -> torch.Tensor:
+        """MACs of the adjusted masks, differentiable through the straight-through estimator."""
+        total = torch.tensor(float(self.cost.const))
+        for lc in self.cost.layers:
+            states = self.states.get(lc.path, {})
+            totals = {g: st.ste_mask().sum() for g, st in states.items() if st.prunable}
+            total = total + lc.macs_total(totals)
+        return total
+
+    def current_macs(self) -> int:
+        """Deployable MACs of the current hard masks (heads padded to the widest one when not equal)."""
+        return self.cost.total(self._hard_widths())
+
+    def regularization_loss(self) -> torch.Tensor:
+        """``λ · R(MACs(M), T)``; add it to the task loss at every search step."""
+        ratio = self.soft_macs() / self.target
+        if self.cfg.regularizer == "squared":
+            r = torch.relu(ratio - 1) ** 2
+        else:
+            r = torch.log(ratio).abs()
+        return self.cfg.reg_weight * r
+
+    @property
+    def frozen(self) -> bool:
+        return any(bool(st.frozen) for _, _, st in self._all_states() if st.prunable)
+
+    def step(self) -> None:
+        """Call after every optimizer step: similarity refresh, patience bookkeeping, freezing."""
+        self.step_count += 1
+        if self.frozen:
+            return
+        every = self.cfg.similarity_every
+        if self._collecting:
+            self._update_alpha()
+            for _, _, st in self._all_states():
+                st.collect = False
+            self._collecting = False
+        elif (
+            self.cfg.similarity
+            and self.cfg.similarity_source == "activation"
+            and every
+            and (self.step_count % every == 0)
+        ):
+            for _, _, st in self._all_states():
+                st.collect = st.prunable
+            self._collecting = True
+        if self.current_macs() <= self.target:
+            self.below_target_steps += 1
+        else:
+            self.below_target_steps = 0
+        if self.cfg.patience and self.below_target_steps >= self.cfg.patience:
+            self.freeze()
+
+    def freeze(self) -> None:
+        """Fix the current masks (the search is over); weights may keep training."""
+        for _, _, st in self._all_states():
+            if st.prunable:
+                st.freeze()
+            st.collect = False
+        self._collecting = False
+        _logger.info("masks frozen at step %d (MACs %d, target %d)", self.step_count, self.current_macs(), self.target)
+
+    def state_dict(self) -> dict:
+        return {
+            "step_count": self.step_count,
+            "below_target_steps": self.below_target_steps,
+            "collecting": self._collecting,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = int(state["step_count"])
+        self.below_target_steps = int(state["below_target_steps"])
+        self._collecting = bool(state.get("collecting", False))
+        for _, _, st in self._all_states():
+            st.collect = self._collecting and st.prunable
+            if bool(st.frozen):
+                st.indicator.requires_grad_(False)
+
+    # ------------------------------------------------------------------ plan and convert
+    def _hard_widths(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for path, states in self.states.items():
+            w = {}
+            for g, st in states.items():
+                if st.prunable:
+                    m = st.hard_mask()
+                    w[g] = max(1, int(m[0].sum())) if st.equal_heads else padded_width(m)
+            out[path] = w
+        return out
+
+    def plan(self) -> Plan:
+        """The plan of the current masks, repaired (and filled) so that MACs ≤ target. Works at any point after
+        :meth:`prepare`, including right after it (one-shot use of the initialised indicators)."""
+        if not self.states:
+            raise RuntimeError("call prepare() before plan()")
+        scores, widths = {}, self._hard_widths()
+        for path, states in self.states.items():
+            sc = {g: (st.scores() + st.tiebreak).detach().float().cpu() for g, st in states.items() if st.prunable}
+            if bool(next(iter(states.values())).frozen):  # frozen masks: kept channels rank first
+                sc = {g: s + 10.0 * states[g].frozen_mask.cpu() for g, s in sc.items()}
+            if sc:
+                scores[path] = sc
+        widths = {p: {g: widths[p][g] for g in sc} for p, sc in scores.items()}
+        return plan_from_rankings(
+            self.model,
+            self.cost,
+            scores,
+            widths,
+            self.target,
+            step=self.cfg.round_to,
+            min_per_head=self.cfg.min_per_head,
+            fill=self.cfg.fill,
+            meta={"config": self.cfg.to_dict(), "search_steps": self.step_count},
+        )
+
+    @torch.no_grad()
+    def set_masks(self, plan: Plan) -> None:
+        """Freeze the gates to the kept channels of ``plan`` (the masked equivalent of ``apply_plan``)."""
+        for path, lp in plan.layers.items():
+            for g, keep in lp.keep.items():
+                st = self.states[path][g]
+                mask = torch.zeros_like(st.frozen_mask)
+                for i, idx in enumerate(keep):
+                    mask[i, idx] = 1.0
+                st.frozen_mask.copy_(mask)
+                st.frozen.fill_(True)
+                st.indicator.requires_grad_(False)
+
+    def fold_reweight(self) -> None:
+        """Fold every reweight multiplier into the weights and reset it to 1 (outputs unchanged)."""
+        with torch.no_grad():
+            for lc in self.cost.layers:
+                states = self.states.get(lc.path, {})
+                lc.adapter.fold(lc.module, states)
+                for st in states.values():
+                    if st.reweight is not None:
+                        st.reweight.fill_(0.0 if st.reweight_mode == "head" else 1.0)
+
+    def convert(self, plan: Plan | None = None) -> nn.Module:
+        """Fold the reweight module, remove every gate and slice the model to ``plan`` (default: :meth:`plan`).
+        Returns the same model object, now a plain ``nn.Module``. Rebuild optimizers afterwards."""
+        plan = plan or self.plan()
+        self.fold_reweight()
+        for lc in self.cost.layers:
+            lc.adapter.uninstall(lc.module)
+        self.states = {}
+        apply_plan(self.model, plan)
+        return self.model
+
+
+def _is_linear(module: nn.Module) -> bool:
+    from ..cost import is_linear_attention
+
+    return is_linear_attention(module)
