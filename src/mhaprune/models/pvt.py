@@ -182,8 +182,8 @@ _PVT = dict(patch_size=4, embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8)
 _IMNET = dict(input_size=(3, 224, 224), num_classes=1000)
 
 
-def _pvt(depths, attn_type, **kwargs):
-    return PyramidVisionTransformer(**{**_PVT, "depths": depths, "attn_type": attn_type, **kwargs})
+def _pvt(default_depths, default_attn_type, **kwargs):
+    return PyramidVisionTransformer(**{**_PVT, "depths": default_depths, "attn_type": default_attn_type, **kwargs})
 
 
 @register_model(**_IMNET)

@@ -1,5 +1,6 @@
 """Pruning: adapters, indicators, similarity weights, head-equal groups, reweight, init, plans and surgery."""
 
+from .baselines import keep_all_plan, l1_plan, random_plan, scored_plan
 from .budget import ModelCost, plan_from_rankings, uniform_widths
 from .config import ConfigError, PruneConfig, parse_macs
 from .plan import LayerPlan, Plan, PlanError
@@ -18,6 +19,10 @@ __all__ = [
     "Pruner",
     "apply_plan",
     "get_adapter",
+    "keep_all_plan",
+    "l1_plan",
+    "random_plan",
+    "scored_plan",
     "parse_macs",
     "plan_from_rankings",
     "prunable_modules",

@@ -112,7 +112,8 @@ def greedy_widths(
             for g, ranked in groups.items():
                 d = widths[p][g]
                 h, full = lc.shapes[g]
-                nd = min(full, d + step) if direction > 0 else max(min(min_per_head, full), d - step)
+                floor = min(full, max(min_per_head, step))
+                nd = min(full, d + step) if direction > 0 else max(floor, d - step)
                 if nd == d:
                     continue
                 trial = {**widths[p], g: nd}

@@ -56,7 +56,9 @@ class PruneConfig:
     Args:
         target_macs: fraction of the dense MACs (``0.7``), or an absolute count (``"1.2G"``, ``35e6``).
         prune_qk / prune_v / prune_mlp: which channel groups are pruned.
-        threshold: ``"sigmoid"`` keeps a channel when ``α·σ(m) > 0.5``; ``"raw"`` when ``m > 0``.
+        threshold: how many channels a layer keeps: ``"raw"`` counts ``m > 0`` (the similarity weights ``α`` then
+            decide which channels of each head are kept); ``"sigmoid"`` counts ``α·σ(m) > 0.5`` (``α`` also moves
+            the count; a channel with ``α ≤ 0.5`` can never be kept in this mode).
         init_logit: uniform initial indicator logit (``σ(3) ≈ 0.95``: everything kept at the start).
         regularizer: ``"squared"``: ``(MACs/T - 1)²`` above the target, 0 below; ``"log"``: ``|log(MACs/T)|``.
         reg_weight: λ of the MACs regulariser.
@@ -73,7 +75,8 @@ class PruneConfig:
         attn_init_scope: ``"linear"`` (paper: linear-attention Q/K), ``"attention"`` (all attention Q/K),
             ``"all"`` (also V and MLP, by output difference).
         attn_init_metric: ``"fro"`` (Frobenius norm) or ``"kl"`` (row-wise KL) of the attention difference.
-        attn_init_kappa: ``m⁰ = init_logit + κ · z(D)``.
+        attn_init_kappa: ``m⁰ = init_logit + κ · z(D)``, clamped below at ``init_min``.
+        init_min: lowest initial logit (> 0, so that every channel starts kept and ``prepare`` keeps the function).
         attn_init_rows: sampled query rows per map (never materialises N×N for large N).
         repair: after the search, greedily make MACs ≤ target (always on for the final plan) and then ``fill``:
             add back the best channels while MACs stay ≤ target.
@@ -85,7 +88,7 @@ class PruneConfig:
     prune_qk: bool = True
     prune_v: bool = True
     prune_mlp: bool = True
-    threshold: str = "sigmoid"
+    threshold: str = "raw"
     init_logit: float = 3.0
     regularizer: str = "squared"
     reg_weight: float = 2.0
@@ -102,6 +105,7 @@ class PruneConfig:
     attn_init_metric: str = "fro"
     attn_init_kappa: float = 1.0
     attn_init_rows: int = 64
+    init_min: float = 0.25
     fill: bool = True
     min_per_head: int = 1
     seed: int = 0
@@ -121,6 +125,8 @@ class PruneConfig:
             raise ConfigError("nothing to prune: enable at least one of prune_qk, prune_v, prune_mlp")
         if self.round_to < 1 or self.min_per_head < 1:
             raise ConfigError("round_to and min_per_head must be >= 1")
+        if self.init_logit <= 0 or self.init_min <= 0:
+            raise ConfigError("init_logit and init_min must be > 0 (every channel starts kept)")
         if self.reg_weight < 0 or self.indicator_lr <= 0:
             raise ConfigError("reg_weight must be >= 0 and indicator_lr > 0")
         if isinstance(self.target_macs, str):

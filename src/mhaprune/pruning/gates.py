@@ -25,7 +25,8 @@ class GroupState(nn.Module):
         threshold: ``"sigmoid"`` or ``"raw"`` (see :class:`PruneConfig`).
         equal_heads: apply the §2.3 adjustment.
         round_to / min_per_head: options of the adjustment.
-        reweight: ``None``, ``"head"`` (log-temperature per head) or ``"channel"`` (scale per channel).
+        reweight: ``None``, ``"head"`` (log-temperature per head), ``"channel_temp"`` (log-temperature per channel)
+            or ``"channel"`` (free scale per channel).
         prunable: ``False`` keeps every channel (the group is not pruned) but reweighting may still apply.
     """
 
@@ -54,6 +55,8 @@ class GroupState(nn.Module):
         self.reweight_mode = reweight
         if reweight == "head":
             self.reweight = nn.Parameter(torch.zeros(heads, 1))  # log-temperature
+        elif reweight == "channel_temp":
+            self.reweight = nn.Parameter(torch.zeros(heads, width))  # log-temperature
         elif reweight == "channel":
             self.reweight = nn.Parameter(torch.ones(heads, width))
         else:
@@ -107,7 +110,7 @@ class GroupState(nn.Module):
     def multiplier(self) -> torch.Tensor | None:
         if self.reweight is None:
             return None
-        return self.reweight.exp() if self.reweight_mode == "head" else self.reweight
+        return self.reweight if self.reweight_mode == "channel" else self.reweight.exp()
 
     # ---------------------------------------------------------------- similarity statistics
     @torch.no_grad()

@@ -129,6 +129,10 @@ class Plan:
             raise PlanError(f"plan file {p} does not exist")
         return cls.from_json(p.read_text())
 
+    def with_target(self, target: int | None) -> Plan:
+        self.target_macs = target
+        return self
+
     def widths(self) -> dict[str, dict[str, int]]:
         """Kept channels per head, per layer and group."""
         return {p: {g: lp.kept_width(g) for g in lp.keep} for p, lp in self.layers.items()}

@@ -148,7 +148,8 @@ class Pruner:
                     )
                 else:
                     D = output_difference(lc.module, inputs[lc.path], st, cfg.attn_init_metric)
-                st.indicator.data.copy_((cfg.init_logit + cfg.attn_init_kappa * zscore(D)).to(st.indicator.dtype))
+                m0 = (cfg.init_logit + cfg.attn_init_kappa * zscore(D)).clamp_min(cfg.init_min)
+                st.indicator.data.copy_(m0.to(st.indicator.dtype))
         for _, _, st in self._all_states():
             st.captured = {}
         self.model.train(was_training)
@@ -349,7 +350,7 @@ class Pruner:
                 lc.adapter.fold(lc.module, states)
                 for st in states.values():
                     if st.reweight is not None:
-                        st.reweight.fill_(0.0 if st.reweight_mode == "head" else 1.0)
+                        st.reweight.fill_(1.0 if st.reweight_mode == "channel" else 0.0)
 
     def convert(self, plan: Plan | None = None) -> nn.Module:
         """Fold the reweight module, remove every gate and slice the model to ``plan`` (default: :meth:`plan`).

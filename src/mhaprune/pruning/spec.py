@@ -135,7 +135,7 @@ class AttentionAdapter(Adapter):
         return total
 
     def reweight_modes(self, m):
-        return {"qk": "channel" if is_linear_attention(m) else "head", "v": "channel"}
+        return {"qk": "channel_temp" if is_linear_attention(m) else "head", "v": "channel"}
 
     def install(self, m, states):
         linear = is_linear_attention(m)

@@ -1,0 +1,250 @@
+"""Each ablation switch changes the behaviour it names."""
+
+import pytest
+import torch
+
+import mhaprune
+from mhaprune.pruning import PruneConfig, Pruner
+from mhaprune.pruning.config import ConfigError, parse_macs
+from mhaprune.pruning.gates import GroupState
+from mhaprune.pruning.groups import equal_heads_mask, per_head_width
+from tests.conftest import unfuse
+
+
+@pytest.fixture
+def swin():
+    torch.manual_seed(0)
+    m = unfuse(mhaprune.create_model("flatten_swin_micro")).eval()
+    return m, torch.randn(16, 1, 32, 32)
+
+
+def states(pruner, group):
+    return [s[group] for s in pruner.states.values() if group in s]
+
+
+def test_similarity_weights_switch(swin):
+    m, x = swin
+    on = Pruner(m, PruneConfig(target_macs=0.7), x)
+    on.prepare()
+    alphas = [st.alpha for st in states(on, "qk")]
+    assert any(not torch.allclose(a, torch.ones_like(a)) for a in alphas)
+    for a in alphas:
+        torch.testing.assert_close(a.mean(dim=1), torch.ones(a.shape[0]))
+    m2 = unfuse(mhaprune.create_model("flatten_swin_micro")).eval()
+    off = Pruner(m2, PruneConfig(target_macs=0.7, similarity=False), x)
+    off.prepare()
+    assert all(torch.equal(st.alpha, torch.ones_like(st.alpha)) for st in states(off, "qk"))
+
+
+def test_similarity_from_weights_differs_from_activations(swin):
+    m, x = swin
+    act = Pruner(m, PruneConfig(target_macs=0.7), x)
+    act.prepare()
+    a_act = states(act, "v")[0].alpha.clone()
+    m2 = unfuse(mhaprune.create_model("flatten_swin_micro")).eval()
+    m2.load_state_dict({k: v for k, v in m.state_dict().items() if "gate" not in k}, strict=False)
+    w = Pruner(m2, PruneConfig(target_macs=0.7, similarity_source="weight"), x)
+    w.prepare()
+    assert not torch.allclose(states(w, "v")[0].alpha, a_act)
+
+
+def test_redundant_channel_gets_lower_weight():
+    from mhaprune.pruning.similarity import alpha_from_grams
+
+    u = torch.randn(500, 4, dtype=torch.float64)
+    u[:, 1] = u[:, 0] + 0.01 * torch.randn(500, dtype=torch.float64)  # channel 1 duplicates channel 0
+    alpha = alpha_from_grams([(u.T @ u)[None]])
+    assert alpha[0, 0] < alpha[0, 2] and alpha[0, 1] < alpha[0, 3]
+
+
+def test_equal_heads_switch():
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.9, 0.2, 0.1, 0.1]])
+    st_eq = GroupState(2, 4, "qk", equal_heads=True)
+    st_free = GroupState(2, 4, "qk", equal_heads=False)
+    for st in (st_eq, st_free):
+        st.indicator.data.copy_(torch.logit(scores))
+    eq, free = st_eq.hard_mask(), st_free.hard_mask()
+    assert eq.sum(1).tolist() == [2.0, 2.0]  # 4 wanted in total -> 2 per head
+    assert free.sum(1).tolist() == [3.0, 1.0]  # channels kept independently: misaligned heads
+
+
+def test_unequal_heads_are_padded_in_the_deployable_plan(swin):
+    m, x = swin
+    p = Pruner(m, PruneConfig(target_macs=0.9, equal_heads=False, fill=False), x)
+    p.prepare()
+    st = states(p, "qk")[0]
+    with torch.no_grad():
+        st.indicator.fill_(5.0)
+        st.indicator[0, :] = -5.0
+        st.indicator[0, 0] = 5.0  # head 0 keeps 1 channel, head 1 keeps all
+    path = next(k for k, s in p.states.items() if s.get("qk") is st)
+    assert p._hard_widths()[path]["qk"] == st.width  # padded to the widest head
+    plan = p.plan()
+    assert all(len(h) == len(plan.layers[path].keep["qk"][0]) for h in plan.layers[path].keep["qk"])
+
+
+def test_round_to_switch(swin):
+    m, x = swin
+    p = Pruner(m, PruneConfig(target_macs=0.5, round_to=8), x)
+    p.prepare()
+    plan = p.plan()
+    for lp in plan.layers.values():
+        for g, heads in lp.keep.items():
+            w, full = len(heads[0]), lp.shapes[g][1]
+            assert w % 8 == 0 or w == full
+    assert per_head_width(13, 1, 64, round_to=8) == 16 and per_head_width(3, 1, 64, round_to=8) == 8
+
+
+def test_reweight_switch(swin):
+    m, x = swin
+    on = Pruner(m, PruneConfig(target_macs=0.7), x)
+    on.prepare()
+    assert all(st.reweight is not None for st in states(on, "v"))
+    modes = {st.reweight_mode for st in states(on, "qk")}
+    assert modes == {"channel_temp", "head"}  # linear attention: per channel; softmax windows: per head
+    m2 = unfuse(mhaprune.create_model("flatten_swin_micro")).eval()
+    off = Pruner(m2, PruneConfig(target_macs=0.7, reweight=False), x)
+    off.prepare()
+    assert all(st.reweight is None for s in off.states.values() for st in s.values())
+    assert not any("reweight" in n for n, _ in m2.named_parameters())
+
+
+def test_attention_difference_init_switch(swin):
+    m, x = swin
+    cfg = PruneConfig(target_macs=0.7)
+    on = Pruner(m, cfg, x)
+    on.prepare()
+    for path, s in on.states.items():
+        ind = s["qk"].indicator if "qk" in s else None
+        if ind is None:
+            continue
+        linear = hasattr(m.get_submodule(path), "focusing_factor")
+        assert (ind.std() > 0.1) == linear  # only linear-attention Q/K by default
+        if linear:
+            assert abs(float(ind.detach().mean()) - cfg.init_logit) < 1e-5
+    m2 = unfuse(mhaprune.create_model("flatten_swin_micro")).eval()
+    off = Pruner(m2, PruneConfig(target_macs=0.7, attn_init=False), x)
+    off.prepare()
+    assert all(torch.all(st.indicator == 3.0) for s in off.states.values() for st in s.values())
+
+
+def test_attention_init_scope_all_initialises_v_and_mlp(swin):
+    m, x = swin
+    p = Pruner(m, PruneConfig(target_macs=0.7, attn_init_scope="all"), x)
+    p.prepare()
+    assert all(st.indicator.std() > 0.1 for st in states(p, "v") + states(p, "hidden"))
+
+
+def test_attention_difference_ranks_a_dead_channel_last():
+    from mhaprune.pruning.init import linear_attention_difference
+
+    q = torch.rand(2, 16, 8) + 0.1
+    k = torch.rand(2, 16, 8) + 0.1
+    q[..., 3] = 1e-9
+    k[..., 3] = 1e-9
+    D = linear_attention_difference(q, k, heads=2, focusing_factor=3)
+    assert D[0].argmin() == 3
+
+
+def test_threshold_switch():
+    st_sig = GroupState(1, 4, "hidden", threshold="sigmoid")
+    st_raw = GroupState(1, 4, "hidden", threshold="raw")
+    for st in (st_sig, st_raw):
+        st.indicator.data.copy_(torch.tensor([[1.0, 0.5, -0.5, -1.0]]))
+        st.alpha.copy_(torch.tensor([[0.5, 1.5, 1.5, 0.5]]))  # σ·α: 0.37, 0.93, 0.57, 0.13
+    assert st_sig.keep_total() == 2 and st_raw.keep_total() == 2
+    assert st_sig.hard_mask().tolist() == [[0.0, 1.0, 1.0, 0.0]]
+    assert st_raw.hard_mask().tolist() == [[0.0, 1.0, 1.0, 0.0]]
+    st_raw.alpha.fill_(0.1)  # raw threshold ignores α for the count, sigmoid does not
+    st_sig.alpha.fill_(0.1)
+    assert st_raw.keep_total() == 2 and st_sig.keep_total() == 0
+
+
+def test_regularizer_switch(swin):
+    m, x = swin
+    sq = Pruner(m, PruneConfig(target_macs=0.99), x)
+    sq.prepare()
+    assert float(sq.regularization_loss().detach()) > 0  # dense model above a 99% target
+    with torch.no_grad():
+        for s in sq.states.values():
+            for st in s.values():
+                st.indicator.fill_(-5.0)  # everything at the minimum: far below target
+    assert float(sq.regularization_loss().detach()) == 0.0
+    m2 = unfuse(mhaprune.create_model("flatten_swin_micro")).eval()
+    lg = Pruner(m2, PruneConfig(target_macs=0.99, regularizer="log"), x)
+    lg.prepare()
+    with torch.no_grad():
+        for s in lg.states.values():
+            for st in s.values():
+                st.indicator.fill_(-5.0)
+    assert float(lg.regularization_loss().detach()) > 0  # log-ratio also pushes back up
+
+
+def test_regularizer_gradient_reaches_indicators(swin):
+    m, x = swin
+    p = Pruner(m, PruneConfig(target_macs=0.5), x)
+    p.prepare()
+    p.regularization_loss().backward()
+    grads = [st.indicator.grad for s in p.states.values() for st in s.values()]
+    assert all(g is not None and (g > 0).all() for g in grads)  # every channel is pushed down
+
+
+@pytest.mark.parametrize("flag,group", [("prune_mlp", "hidden"), ("prune_v", "v"), ("prune_qk", "qk")])
+def test_group_switches(swin, flag, group):
+    m, x = swin
+    p = Pruner(m, PruneConfig(target_macs=0.8, **{flag: False}), x)
+    p.prepare()
+    plan = p.plan()
+    for lp in plan.layers.values():
+        assert group not in lp.keep
+    assert plan.pruned_macs <= p.target
+
+
+def test_equal_heads_mask_keeps_top_per_head():
+    s = torch.tensor([[0.1, 0.9, 0.5], [0.8, 0.2, 0.3]])
+    assert equal_heads_mask(s, 2).tolist() == [[False, True, False], [True, False, False]]
+
+
+@pytest.mark.parametrize(
+    "value,dense,expected",
+    [
+        (0.7, 1000, 700),
+        ("70%", 1000, 700),
+        ("1.2G", None, 1_200_000_000),
+        ("35M", None, 35_000_000),
+        (2e6, None, 2_000_000),
+        ("35MMACs", None, 35_000_000),
+    ],
+)
+def test_parse_macs(value, dense, expected):
+    assert parse_macs(value, dense) == expected
+
+
+@pytest.mark.parametrize(
+    "value,msg",
+    [
+        (0, "must be > 0"),
+        (-1, "must be > 0"),
+        ("1.2X", "unknown unit"),
+        ("abc", "cannot read"),
+        (1.0, "prunes nothing"),
+    ],
+)
+def test_parse_macs_errors(value, msg):
+    with pytest.raises(ConfigError, match=msg):
+        parse_macs(value, 1000)
+
+
+def test_target_outside_the_reachable_range(swin):
+    m, x = swin
+    with pytest.raises(ConfigError, match="not below the dense"):
+        Pruner(m, PruneConfig(target_macs="1G"), x)
+    with pytest.raises(ConfigError, match="below the smallest reachable model"):
+        Pruner(m, PruneConfig(target_macs=0.01), x)
+
+
+def test_invalid_options():
+    with pytest.raises(ConfigError, match="threshold must be one of"):
+        PruneConfig(threshold="hard")
+    with pytest.raises(ConfigError, match="nothing to prune"):
+        PruneConfig(prune_qk=False, prune_v=False, prune_mlp=False)
