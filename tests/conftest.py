@@ -17,3 +17,20 @@ def unfuse(model):
         if hasattr(m, "fused_attn"):
             m.fused_attn = False
     return model
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """A small ImageFolder tree of 28×28 grayscale PNGs: 4 classes with a learnable pattern."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for c in range(4):
+        (root / f"class{c}").mkdir()
+        for i in range(40):
+            img = rng.integers(0, 60, (28, 28)).astype(np.uint8)
+            img[(c // 2) * 14 : (c // 2) * 14 + 14, (c % 2) * 14 : (c % 2) * 14 + 14] += 150
+            Image.fromarray(img, mode="L").save(root / f"class{c}" / f"{i}.png")
+    return root

@@ -183,7 +183,7 @@ def run(args) -> int:
     from ..models import create_model
     from ..models._pretrained import pretrained_models
     from ..pipeline import measure_latency, prune
-    from ..utils import atomic_write_json, run_metadata
+    from ..utils import atomic_write_json, run_metadata, seed_all
     from ._common import UserError, load_model_arg, load_yaml_config, pick_device, prepare_out_dir, resolve
     from .cmd_train import train_config_from
 
@@ -206,6 +206,7 @@ def run(args) -> int:
     )
     if args.resume and not any((out / s / "checkpoint.pt").exists() for s in ("search", "finetune")):
         raise UserError(f"--resume given but {out} holds no search/ or finetune/ checkpoint")
+    seed_all(opts["seed"])
     if name:
         model = create_model(name) if opts["random_init"] else create_model(name, pretrained=True)
     else:

@@ -90,13 +90,14 @@ def run(args) -> int:
     from ..data import build_data
     from ..export import save_model
     from ..train import Trainer, evaluate
-    from ..utils import atomic_write_json
+    from ..utils import atomic_write_json, seed_all
     from ._common import load_model_arg, load_yaml_config, parse_model_args, pick_device, prepare_out_dir, resolve
 
     opts = resolve(args, TRAIN_DEFAULTS, load_yaml_config(args.config))
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
     out = prepare_out_dir(args.out, args.overwrite, args.resume)
+    seed_all(opts["seed"])  # before the model is built: its initialisation must be reproducible
     model = load_model_arg(opts["model"], opts["checkpoint"], model_args=parse_model_args(args.model_arg))
     device = pick_device(opts["device"])
     splits = build_data(opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"])

@@ -1,0 +1,81 @@
+"""The search through the one engine: the regulariser drives MACs to the target, the plan meets it, and a killed
+search resumes to the same indicators."""
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+import mhaprune
+from mhaprune.pipeline import PruningCallback
+from mhaprune.pruning import PruneConfig, Pruner
+from mhaprune.train import Callback, TrainConfig, Trainer
+
+
+class Crash(Callback):
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, trainer):
+        if trainer.step == self.at:
+            raise RuntimeError("simulated crash")
+
+
+def synthetic(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    y = (x[:, 0, :14].mean((1, 2)) > 0).long() + 2 * (x[:, 0, :, :14].mean((1, 2)) > 0).long()
+    return TensorDataset(x, y)
+
+
+def search(out=None, max_steps=40, resume=None, crash_at=None):
+    torch.manual_seed(0)
+    model = mhaprune.create_model("deit_micro", depth=2, drop_path_rate=0.0)
+    data = synthetic()
+    pruner = Pruner(
+        model, PruneConfig(target_macs=0.6, patience=0, indicator_lr=0.2, similarity_every=5), data.tensors[0][:16]
+    )
+    pruner.prepare()
+    cfg = TrainConfig(
+        epochs=0,
+        max_steps=max_steps,
+        batch_size=32,
+        lr=1e-3,
+        warmup_epochs=0,
+        save_every=10,
+        progress=False,
+        log_every=5,
+    )
+    callbacks = [PruningCallback(pruner)] + ([Crash(crash_at)] if crash_at else [])
+    trainer = Trainer(
+        model,
+        data,
+        None,
+        cfg,
+        out_dir=out,
+        callbacks=callbacks,
+        param_groups=lambda m: pruner.param_groups(m),
+        num_classes=10,
+    )
+    trainer.fit(resume=resume)
+    return pruner, trainer
+
+
+def test_search_reaches_target_and_plan_meets_it():
+    pruner, _ = search(max_steps=40)
+    assert pruner.current_macs() < pruner.cost.dense_total
+    plan = pruner.plan()
+    assert plan.pruned_macs <= pruner.target
+    assert pruner.step_count == 40
+
+
+def test_search_resumes_exactly(tmp_path):
+    full, _ = search(out=tmp_path / "a", max_steps=30)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        search(out=tmp_path / "b", max_steps=30, crash_at=17)  # last checkpoint: step 10
+    resumed, _ = search(out=tmp_path / "b", max_steps=30, resume=tmp_path / "b")
+    a = {k: v for k, v in full.model.state_dict().items()}
+    b = {k: v for k, v in resumed.model.state_dict().items()}
+    assert sorted(a) == sorted(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert resumed.step_count == full.step_count == 30
