@@ -1,3 +1,5 @@
+import functools
+
 import pytest
 import torch
 
@@ -34,3 +36,12 @@ def image_folder(tmp_path_factory):
             img[(c // 2) * 14 : (c // 2) * 14 + 14, (c % 2) * 14 : (c % 2) * 14 + 14] += 150
             Image.fromarray(img, mode="L").save(root / f"class{c}" / f"{i}.png")
     return root
+
+
+@functools.cache
+def shared_model(name: str):
+    """One eval-mode instance per registered model on the explicit attention path, shared by read-only tests."""
+    import mhaprune
+
+    torch.manual_seed(0)
+    return unfuse(mhaprune.create_model(name)).eval()

@@ -5,7 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import mhaprune
 from mhaprune.cost import count_macs, linear_core_macs, softmax_core_macs
 from mhaprune.models.attention import Attention, FocusedLinearAttention, PvtAttention, WindowAttention
-from tests.conftest import unfuse
+from tests.conftest import shared_model, unfuse
 
 
 def flop_counter_macs(model, input_size) -> int:
@@ -19,7 +19,7 @@ def flop_counter_macs(model, input_size) -> int:
 
 @pytest.mark.parametrize("name", mhaprune.list_models())
 def test_analytic_equals_flop_counter(name):
-    model = unfuse(mhaprune.create_model(name)).eval()
+    model = shared_model(name)
     r = count_macs(model)
     assert r.total == flop_counter_macs(model, model.input_size)
     assert r.total == sum(r.by_kind.values()) == sum(r.by_module.values())

@@ -2,8 +2,8 @@
 
 import pytest
 
-import mhaprune
 from mhaprune.cost import count_macs
+from tests.conftest import shared_model
 
 # name: (params in M, published decimals), (GMACs, decimals)
 PUBLISHED = {
@@ -19,6 +19,6 @@ PUBLISHED = {
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_params_and_macs_match_published(name):
     (params, pd), (gmacs, gd) = PUBLISHED[name]
-    r = count_macs(mhaprune.create_model(name))
+    r = count_macs(shared_model(name))
     assert round(r.params / 1e6, pd) == params
     assert round(r.total / 1e9, gd) == gmacs

@@ -3,6 +3,7 @@ import torch
 
 import mhaprune
 from mhaprune.models import UnknownModelError, model_info
+from tests.conftest import shared_model
 
 ALL = mhaprune.list_models()
 
@@ -47,7 +48,7 @@ def test_none_kwargs_mean_default_and_args_are_recorded():
 @pytest.mark.parametrize("name", ALL)
 def test_forward_at_default_input(name):
     info = model_info(name)
-    m = mhaprune.create_model(name).eval()
+    m = shared_model(name)
     assert tuple(m.input_size) == info.input_size
     with torch.no_grad():
         y = m(torch.randn(2, *info.input_size))
