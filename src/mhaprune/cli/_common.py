@@ -116,3 +116,13 @@ def load_model_arg(model: str | None, checkpoint: str | None, pretrained: bool =
             raise UserError("--model-arg cannot be combined with --checkpoint (the folder fixes the architecture)")
         return load_model(checkpoint)
     return create_model(model, pretrained=pretrained, **(model_args or {}))
+
+
+def check_classes(model, classes) -> None:
+    """The model's head must cover every class of the dataset."""
+    n = getattr(model, "num_classes", None)
+    if n is not None and len(classes) > n:
+        raise UserError(
+            f"the dataset has {len(classes)} classes but the model outputs {n}; build it with "
+            f"--model-arg num_classes={len(classes)}"
+        )

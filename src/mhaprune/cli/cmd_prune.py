@@ -184,7 +184,15 @@ def run(args) -> int:
     from ..models._pretrained import pretrained_models
     from ..pipeline import measure_latency, prune
     from ..utils import atomic_write_json, run_metadata, seed_all
-    from ._common import UserError, load_model_arg, load_yaml_config, pick_device, prepare_out_dir, resolve
+    from ._common import (
+        UserError,
+        check_classes,
+        load_model_arg,
+        load_yaml_config,
+        pick_device,
+        prepare_out_dir,
+        resolve,
+    )
     from .cmd_train import train_config_from
 
     t0 = time.time()
@@ -213,6 +221,7 @@ def run(args) -> int:
         model = load_model_arg(None, opts["checkpoint"])
     device = pick_device(opts["device"])
     splits = build_data(opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"])
+    check_classes(model, splits.classes)
     progress = not args.no_progress
     search = train_config_from({**opts, "epochs": opts["search_epochs"], "warmup_epochs": 0.0}, device, progress)
     finetune = train_config_from({**opts, "epochs": opts["finetune_epochs"]}, device, progress)

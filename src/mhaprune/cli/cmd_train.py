@@ -91,7 +91,15 @@ def run(args) -> int:
     from ..export import save_model
     from ..train import Trainer, evaluate
     from ..utils import atomic_write_json, seed_all
-    from ._common import load_model_arg, load_yaml_config, parse_model_args, pick_device, prepare_out_dir, resolve
+    from ._common import (
+        check_classes,
+        load_model_arg,
+        load_yaml_config,
+        parse_model_args,
+        pick_device,
+        prepare_out_dir,
+        resolve,
+    )
 
     opts = resolve(args, TRAIN_DEFAULTS, load_yaml_config(args.config))
     if opts["threads"]:
@@ -101,6 +109,7 @@ def run(args) -> int:
     model = load_model_arg(opts["model"], opts["checkpoint"], model_args=parse_model_args(args.model_arg))
     device = pick_device(opts["device"])
     splits = build_data(opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"])
+    check_classes(model, splits.classes)
     cfg = train_config_from(opts, device, progress=not args.no_progress)
     trainer = Trainer(model, splits.train, splits.val, cfg, out_dir=out, num_classes=len(splits.classes))
     atomic_write_json(out / "resolved_config.json", {**opts, "model_args": getattr(model, "model_args", {})})
