@@ -8,56 +8,44 @@ from __future__ import annotations
 
 import time
 
-from .cmd_train import add_train_args
+from .cmd_train import TRAIN_DEFAULTS, add_train_args
 
 DEFAULT_MODEL = "flatten_swin_micro"
 
-PRUNE_DEFAULTS = dict(
-    model=None,
-    checkpoint=None,
-    random_init=False,
-    data="fashion-mnist",
-    data_dir=None,
-    target_macs="0.7",
-    search_epochs=0.35,
-    finetune_epochs=0.6,
-    lr=5e-4,
-    min_lr=1e-5,
-    weight_decay=0.05,
-    warmup_epochs=0.05,
-    label_smoothing=0.1,
-    mixup=0.0,
-    cutmix=0.0,
-    clip_grad=5.0,
-    ema_decay=None,
-    max_steps=None,
-    no_augment=True,
-    batch_size=128,
-    seed=0,
-    deterministic=False,
-    device="auto",
-    threads=None,
-    save_every=100,
-    kd_alpha=0.5,
-    calib_size=64,
-    indicator_lr=None,
-    reg_weight=None,
-    patience=None,
-    round_to=None,
-    regularizer=None,
-    threshold=None,
-    similarity_source=None,
-    attn_init_scope=None,
-    attn_init_metric=None,
-    no_similarity=False,
-    no_equal_heads=False,
-    no_reweight=False,
-    no_attn_init=False,
-    no_prune_qk=False,
-    no_prune_v=False,
-    no_prune_mlp=False,
-    epochs=None,
-)
+PRUNE_DEFAULTS = {
+    **TRAIN_DEFAULTS,
+    # the fine-tune recipe (shared by the search for the weights)
+    "lr": 5e-4,
+    "warmup_epochs": 0.05,
+    "no_augment": True,
+    "save_every": 100,
+    "epochs": None,
+    # budget and stages
+    "random_init": False,
+    "target_macs": "0.7",
+    "search_epochs": 0.35,
+    "finetune_epochs": 0.6,
+    "kd_alpha": 0.5,
+    "calib_size": 64,
+    # method options: None = PruneConfig's default
+    **dict.fromkeys(
+        (
+            "indicator_lr",
+            "reg_weight",
+            "patience",
+            "round_to",
+            "regularizer",
+            "threshold",
+            "similarity_source",
+            "attn_init_scope",
+            "attn_init_metric",
+        )
+    ),
+    **dict.fromkeys(
+        ("no_similarity", "no_equal_heads", "no_reweight", "no_attn_init", "no_prune_qk", "no_prune_v", "no_prune_mlp"),
+        False,
+    ),
+}
 
 
 def add_parser(sub):

@@ -63,7 +63,25 @@ class _HeadsMixin:
         return f"num_heads={self.num_heads}, qk_head_dim={self.qk_head_dim}, v_head_dim={self.v_head_dim}"
 
 
-class Attention(_HeadsMixin, nn.Module):
+class _SoftmaxMixin(_HeadsMixin):
+    """Scale, dropout and the gated softmax core shared by the softmax attention modules."""
+
+    def _init_softmax(self, dim: int, scale: float | None, attn_drop: float, proj_drop: float, fused_attn: bool):
+        self.scale = scale if scale is not None else default_scale(self.qk_head_dim)
+        self.fused_attn = fused_attn
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(self.v_dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias=None) -> torch.Tensor:
+        """Gates, heads, softmax kernel, merge, V gate, ``proj``: ``(B, N, ·)`` in, ``(B, N, dim)`` out."""
+        q, k, v = self._heads(self.q_gate(q)), self._heads(self.k_gate(k)), self._heads(v)
+        p = self.attn_drop if self.training else 0.0
+        x = softmax_attention(q, k, v, self.scale, bias=bias, dropout_p=p, fused=self.fused_attn)
+        return self.proj_drop(self.proj(self.v_gate(self._merge(x))))
+
+
+class Attention(_SoftmaxMixin, nn.Module):
     """Global softmax multi-head self-attention with a fused ``qkv`` projection (ViT/DeiT layout)."""
 
     def __init__(
@@ -80,25 +98,17 @@ class Attention(_HeadsMixin, nn.Module):
     ):
         super().__init__()
         self._init_dims(dim, num_heads, qk_head_dim, v_head_dim)
-        self.scale = scale if scale is not None else default_scale(self.qk_head_dim)
-        self.fused_attn = fused_attn
         self.qkv = nn.Linear(dim, 2 * self.qk_dim + self.v_dim, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(self.v_dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self._init_softmax(dim, scale, attn_drop, proj_drop, fused_attn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._split_qkv(self.qkv(x))
-        q, k, v = self._heads(self.q_gate(q)), self._heads(self.k_gate(k)), self._heads(v)
-        p = self.attn_drop if self.training else 0.0
-        x = softmax_attention(q, k, v, self.scale, dropout_p=p, fused=self.fused_attn)
-        return self.proj_drop(self.proj(self.v_gate(self._merge(x))))
+        return self._attend(*self._split_qkv(self.qkv(x)))
 
     def extra_repr(self) -> str:
         return f"{self._extra()}, scale={self.scale:.6g}, fused_attn={self.fused_attn}"
 
 
-class WindowAttention(_HeadsMixin, nn.Module):
+class WindowAttention(_SoftmaxMixin, nn.Module):
     """Swin (shifted-)window softmax attention with a per-head relative position bias.
 
     ``forward`` takes windows ``(B·nW, ws², C)`` and the optional shift mask ``(nW, ws², ws²)``.
@@ -120,15 +130,11 @@ class WindowAttention(_HeadsMixin, nn.Module):
         super().__init__()
         self._init_dims(dim, num_heads, qk_head_dim, v_head_dim)
         self.window_size = to_2tuple(window_size)
-        self.scale = scale if scale is not None else default_scale(self.qk_head_dim)
-        self.fused_attn = fused_attn
         Wh, Ww = self.window_size
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * Wh - 1) * (2 * Ww - 1), num_heads))
         self.register_buffer("relative_position_index", relative_position_index(self.window_size))
         self.qkv = nn.Linear(dim, 2 * self.qk_dim + self.v_dim, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(self.v_dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self._init_softmax(dim, scale, attn_drop, proj_drop, fused_attn)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def _bias(self, mask: torch.Tensor | None, B_: int) -> torch.Tensor:
@@ -142,13 +148,7 @@ class WindowAttention(_HeadsMixin, nn.Module):
         return bias.expand(B_ // nW, -1, -1, -1, -1).reshape(B_, self.num_heads, N, N)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v = self._split_qkv(self.qkv(x))
-        q, k, v = self._heads(self.q_gate(q)), self._heads(self.k_gate(k)), self._heads(v)
-        p = self.attn_drop if self.training else 0.0
-        x = softmax_attention(
-            q, k, v, self.scale, bias=self._bias(mask, x.shape[0]), dropout_p=p, fused=self.fused_attn
-        )
-        return self.proj_drop(self.proj(self.v_gate(self._merge(x))))
+        return self._attend(*self._split_qkv(self.qkv(x)), bias=self._bias(mask, x.shape[0]))
 
     def extra_repr(self) -> str:
         return f"window_size={self.window_size}, {self._extra()}, scale={self.scale:.6g}"
@@ -251,7 +251,7 @@ def _reduce(module: nn.Module, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
     return module.norm(x_)
 
 
-class PvtAttention(_HeadsMixin, nn.Module):
+class PvtAttention(_SoftmaxMixin, nn.Module):
     """PVT softmax attention: separate ``q`` and ``kv`` projections, optional spatial reduction of K/V."""
 
     def __init__(
@@ -269,23 +269,14 @@ class PvtAttention(_HeadsMixin, nn.Module):
     ):
         super().__init__()
         self._init_dims(dim, num_heads, qk_head_dim, v_head_dim)
-        self.scale = scale if scale is not None else default_scale(self.qk_head_dim)
-        self.fused_attn = fused_attn
         self.q = nn.Linear(dim, self.qk_dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, self.qk_dim + self.v_dim, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(self.v_dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self._init_softmax(dim, scale, attn_drop, proj_drop, fused_attn)
         _init_sr(self, dim, sr_ratio)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        q = self.q(x)
         kv = self.kv(_reduce(self, x, H, W))
-        k, v = kv[..., : self.qk_dim], kv[..., self.qk_dim :]
-        q, k, v = self._heads(self.q_gate(q)), self._heads(self.k_gate(k)), self._heads(v)
-        p = self.attn_drop if self.training else 0.0
-        x = softmax_attention(q, k, v, self.scale, dropout_p=p, fused=self.fused_attn)
-        return self.proj_drop(self.proj(self.v_gate(self._merge(x))))
+        return self._attend(self.q(x), kv[..., : self.qk_dim], kv[..., self.qk_dim :])
 
     def extra_repr(self) -> str:
         return f"{self._extra()}, sr_ratio={self.sr_ratio}, scale={self.scale:.6g}"
