@@ -40,3 +40,19 @@ def test_user_errors_exit_2_without_traceback(argv, msg):
     assert r.returncode == 2
     assert msg in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--model", "no_such_model"],
+        ["train", "--model", "deit_micro", "--batch-size", "100000", "--data-dir", "/nonexistent"],
+        ["prune", "--model", "deit_micro", "--random-init", "--target-macs", "70X"],
+        ["prune", "--model", "deit_micro", "--random-init", "--target-macs", "2.0G"],
+    ],
+)
+def test_rejected_input_leaves_no_output(tmp_path, argv):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "mhaprune", *argv, "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 from pathlib import Path
 
@@ -82,16 +83,25 @@ def pick_device(name: str | None) -> str:
     return name
 
 
-def prepare_out_dir(out: str, overwrite: bool, resume: bool, markers=("config.json", "checkpoint.pt")) -> Path:
-    """Refuse to write into a folder that already holds a run unless ``--overwrite`` or ``--resume``."""
+def prepare_out_dir(
+    out: str, overwrite: bool, resume: bool, markers=("config.json", "checkpoint.pt"), create: bool = True
+) -> Path:
+    """Refuse to write into a folder that already holds a run unless ``--overwrite`` or ``--resume``.
+
+    With ``create=False`` only validate (call it before any work, so that bad input leaves nothing behind)."""
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} exists and is not a folder")
     holds_run = path.is_dir() and any((path / m).exists() for m in markers)
     if holds_run and not (overwrite or resume):
         raise UserError(f"--out {path} already holds a run; pass --overwrite to replace it or --resume to continue it")
-    if resume and not (path / "checkpoint.pt").exists():
-        raise UserError(f"--resume given but {path} holds no checkpoint.pt; drop --resume to start a new run")
+    if resume and not any((path / m).exists() for m in markers if m.endswith(".pt")):
+        raise UserError(f"--resume given but {path} holds no checkpoint; drop --resume to start a new run")
+    parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--out {path} is not writable; choose another folder")
+    if not create:
+        return path
     if holds_run and overwrite and not resume:
         shutil.rmtree(path)
     try:

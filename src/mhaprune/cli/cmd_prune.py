@@ -171,6 +171,7 @@ def run(args) -> int:
     from ..models import create_model
     from ..models._pretrained import pretrained_models
     from ..pipeline import measure_latency, prune
+    from ..pruning import ModelCost
     from ..utils import atomic_write_json, run_metadata, seed_all
     from ._common import (
         UserError,
@@ -197,16 +198,19 @@ def run(args) -> int:
             f"--random-init to prune untrained weights (bundled: {', '.join(pretrained_models())})"
         )
     out_arg = args.out or f"runs/prune-{name or 'checkpoint'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = prepare_out_dir(
-        out_arg, args.overwrite, args.resume, markers=("config.json", "search/checkpoint.pt", "finetune/checkpoint.pt")
-    )
-    if args.resume and not any((out / s / "checkpoint.pt").exists() for s in ("search", "finetune")):
-        raise UserError(f"--resume given but {out} holds no search/ or finetune/ checkpoint")
+    markers = ("config.json", "search/checkpoint.pt", "finetune/checkpoint.pt")
+    prepare_out_dir(out_arg, args.overwrite, args.resume, markers, create=False)
     seed_all(opts["seed"])
     if name:
         model = create_model(name) if opts["random_init"] else create_model(name, pretrained=True)
     else:
         model = load_model_arg(None, opts["checkpoint"])
+        if getattr(model, "pruning_plan", None) is not None:
+            raise UserError(
+                f"{opts['checkpoint']} is already pruned; plans do not compose yet, so prune the dense "
+                f"model it came from with a lower --target-macs instead"
+            )
+    ModelCost(model, model.input_size).resolve_target(cfg.target_macs, cfg.groups(), cfg.min_per_head)
     device = pick_device(opts["device"])
     splits = build_data(opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"])
     check_classes(model, splits.classes)
@@ -215,6 +219,9 @@ def run(args) -> int:
     finetune = train_config_from({**opts, "epochs": opts["finetune_epochs"]}, device, progress)
     if search.epochs > 0:
         search.validate(len(splits.train))
+    if finetune.epochs > 0:
+        finetune.validate(len(splits.train))
+    out = prepare_out_dir(out_arg, args.overwrite, args.resume, markers)
     atomic_write_json(out / "resolved_config.json", {**opts, "prune_config": cfg.to_dict(), **run_metadata()})
     result = prune(
         model,

@@ -104,13 +104,15 @@ def run(args) -> int:
     opts = resolve(args, TRAIN_DEFAULTS, load_yaml_config(args.config))
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
-    out = prepare_out_dir(args.out, args.overwrite, args.resume)
+    prepare_out_dir(args.out, args.overwrite, args.resume, create=False)
     seed_all(opts["seed"])  # before the model is built: its initialisation must be reproducible
     model = load_model_arg(opts["model"], opts["checkpoint"], model_args=parse_model_args(args.model_arg))
     device = pick_device(opts["device"])
     splits = build_data(opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"])
     check_classes(model, splits.classes)
     cfg = train_config_from(opts, device, progress=not args.no_progress)
+    cfg.validate(len(splits.train))
+    out = prepare_out_dir(args.out, args.overwrite, args.resume)
     trainer = Trainer(model, splits.train, splits.val, cfg, out_dir=out, num_classes=len(splits.classes))
     atomic_write_json(out / "resolved_config.json", {**opts, "model_args": getattr(model, "model_args", {})})
     val = trainer.fit(resume=out if args.resume else None)

@@ -132,6 +132,10 @@ class PruneConfig:
         if isinstance(self.target_macs, str):
             parse_macs(self.target_macs, dense_macs=1)  # validates the unit early
 
+    def groups(self) -> set[str]:
+        """The pruned channel groups: ``qk``, ``v``, ``hidden``."""
+        return {g for g, on in (("qk", self.prune_qk), ("v", self.prune_v), ("hidden", self.prune_mlp)) if on}
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -30,8 +30,6 @@ from .surgery import apply_plan
 
 _logger = logging.getLogger(__name__)
 
-_GROUP_FLAG = {"qk": "prune_qk", "v": "prune_v", "hidden": "prune_mlp"}
-
 
 class Pruner:
     """Automatic channel pruning of multi-head attention and MLPs under a MACs target.
@@ -50,7 +48,7 @@ class Pruner:
             raise ValueError(f"example_inputs must be a batch (B, C, H, W), got shape {tuple(example_inputs.shape)}")
         self.example_inputs = example_inputs
         self.cost = ModelCost(model, example_inputs.shape[1:])
-        self.groups_pruned = {g for g, flag in _GROUP_FLAG.items() if getattr(cfg, flag)}
+        self.groups_pruned = cfg.groups()
         self.target = self.cost.resolve_target(cfg.target_macs, self.groups_pruned, cfg.min_per_head)
         self.states: dict[str, dict[str, GroupState]] = {}
         self.step_count = 0
