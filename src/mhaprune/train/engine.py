@@ -282,7 +282,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- logging
     def _log(self, record: dict) -> None:
-        self.history.append(record) if "val_top1" in record else None
+        if "val_top1" in record:
+            self.history.append(record)
         if self.is_main and self.out_dir:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / "metrics.jsonl", "a") as f:
