@@ -198,7 +198,7 @@ def run(args) -> int:
             f"--random-init to prune untrained weights (bundled: {', '.join(pretrained_models())})"
         )
     out_arg = args.out or f"runs/prune-{name or 'checkpoint'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    markers = ("config.json", "search/checkpoint.pt", "finetune/checkpoint.pt")
+    markers = ("config.json", "resolved_config.json", "search/checkpoint.pt", "finetune/checkpoint.pt")
     prepare_out_dir(out_arg, args.overwrite, args.resume, markers, create=False)
     seed_all(opts["seed"])
     if name:
