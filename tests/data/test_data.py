@@ -39,10 +39,10 @@ def test_generated_idx_round_trip(tmp_path):
 def test_tiny_fashion_layout_loads(tmp_path):
     imgs = np.random.default_rng(1).integers(0, 256, (12, 28, 28), dtype=np.uint8)
     labels = np.arange(12, dtype=np.uint8) % 10
-    for i, lab in {
-        "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-    }.items():
+    for i, lab in (
+        ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    ):
         write_idx(tmp_path / i, imgs)
         write_idx(tmp_path / lab, labels)
     ds = load_fashion_mnist("train", tmp_path)

@@ -107,15 +107,17 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict(state, strict=True)
 
 
-def load_model(folder: str | Path, map_location: str = "cpu") -> nn.Module:
-    """Rebuild the architecture from ``config.json`` (replaying a pruning plan if present) and load the weights."""
+def load_model(folder: str | Path, map_location: str = "cpu", overrides: dict | None = None) -> nn.Module:
+    """Rebuild the architecture from ``config.json`` (replaying a pruning plan if present) and load the weights.
+
+    ``overrides`` change builder arguments that leave the weights' shapes alone (e.g. ``drop_path_rate``)."""
     from ..models import create_model
     from ..models._registry import UnknownModelError
 
     folder = Path(folder)
     cfg = read_config(folder)
     try:
-        model = create_model(cfg["architecture"], **cfg.get("model_args", {}))
+        model = create_model(cfg["architecture"], **{**cfg.get("model_args", {}), **(overrides or {})})
     except UnknownModelError as e:
         raise CheckpointError(f"{folder}: {e}") from e
     except TypeError as e:

@@ -23,11 +23,8 @@ def pretrained_path(name: str) -> Path:
 
 
 def load_pretrained(name: str, **kwargs):
-    from ..export.folder import load_model, read_config
+    """The bundled folder, rebuilt with ``kwargs`` over its recorded arguments; weights that do not fit the
+    resulting architecture raise a clear error (e.g. another ``embed_dim``), weight-free arguments pass."""
+    from ..export.folder import load_model
 
-    path = pretrained_path(name)
-    cfg_args = read_config(path).get("model_args", {})
-    clash = {k: v for k, v in kwargs.items() if cfg_args.get(k, v) != v}
-    if clash:
-        raise ValueError(f"bundled {name} weights were trained with {cfg_args}; the arguments {clash} do not fit them")
-    return load_model(path)
+    return load_model(pretrained_path(name), overrides=kwargs)
