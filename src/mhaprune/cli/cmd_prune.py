@@ -12,6 +12,19 @@ from .cmd_train import TRAIN_DEFAULTS, add_train_args
 
 DEFAULT_MODEL = "flatten_swin_micro"
 
+# PruneConfig options that the CLI passes through when given (None = PruneConfig's default)
+_METHOD_OPTIONS = (
+    "indicator_lr",
+    "reg_weight",
+    "patience",
+    "round_to",
+    "regularizer",
+    "threshold",
+    "similarity_source",
+    "attn_init_scope",
+    "attn_init_metric",
+)
+
 PRUNE_DEFAULTS = {
     **TRAIN_DEFAULTS,
     # the fine-tune recipe (shared by the search for the weights)
@@ -28,19 +41,7 @@ PRUNE_DEFAULTS = {
     "kd_alpha": 0.5,
     "calib_size": 64,
     # method options: None = PruneConfig's default
-    **dict.fromkeys(
-        (
-            "indicator_lr",
-            "reg_weight",
-            "patience",
-            "round_to",
-            "regularizer",
-            "threshold",
-            "similarity_source",
-            "attn_init_scope",
-            "attn_init_metric",
-        )
-    ),
+    **dict.fromkeys(_METHOD_OPTIONS),
     **dict.fromkeys(
         ("no_similarity", "no_equal_heads", "no_reweight", "no_attn_init", "no_prune_qk", "no_prune_v", "no_prune_mlp"),
         False,
@@ -113,17 +114,7 @@ def _prune_config(opts: dict):
         prune_mlp=not opts["no_prune_mlp"],
         seed=opts["seed"],
     )
-    for k in (
-        "indicator_lr",
-        "reg_weight",
-        "patience",
-        "round_to",
-        "regularizer",
-        "threshold",
-        "similarity_source",
-        "attn_init_scope",
-        "attn_init_metric",
-    ):
+    for k in _METHOD_OPTIONS:
         if opts[k] is not None:
             kw[k] = opts[k]
     target = kw["target_macs"]
