@@ -89,6 +89,17 @@ def _with_teacher(cfg: TrainConfig, teacher: nn.Module | None, kd_alpha: float) 
     return DistillationLoss(base, teacher, alpha=kd_alpha) if teacher is not None and kd_alpha > 0 else base
 
 
+def _run_stage(
+    name: str, model, train_set, val_set, cfg: TrainConfig, out: Path | None, resume: bool, loss, **trainer_kwargs
+) -> Trainer:
+    """Train one stage in ``out/name`` (checkpoints there), continuing from its checkpoint when ``resume``."""
+    stage_dir = out / name if out else None
+    trainer = Trainer(model, train_set, val_set, cfg, out_dir=stage_dir, loss=loss, **trainer_kwargs)
+    can_resume = resume and stage_dir is not None and (stage_dir / "checkpoint.pt").exists()
+    trainer.fit(resume=stage_dir if can_resume else None)
+    return trainer
+
+
 def prune(
     model: nn.Module,
     cfg: PruneConfig,
@@ -137,17 +148,18 @@ def prune(
     t1 = time.time()
     search_steps = 0
     if search.epochs > 0 or search.max_steps:
-        trainer = Trainer(
+        trainer = _run_stage(
+            "search",
             model,
             train_set,
             None,
             search,
-            out_dir=out / "search" if out else None,
-            loss=_with_teacher(search, teacher, kd_alpha),
+            out,
+            resume,
+            _with_teacher(search, teacher, kd_alpha),
             callbacks=[PruningCallback(pruner)],
             param_groups=lambda m: pruner.param_groups(m, search.weight_decay),
         )
-        trainer.fit(resume=out / "search" if (resume and out and (out / "search" / "checkpoint.pt").exists()) else None)
         search_steps = trainer.step
     report["search_s"] = round(time.time() - t1, 2)
     report["search_steps"] = search_steps
@@ -157,16 +169,8 @@ def prune(
 
     t2 = time.time()
     if finetune.epochs > 0 or finetune.max_steps:
-        trainer = Trainer(
-            pruned,
-            train_set,
-            val_set,
-            finetune,
-            out_dir=out / "finetune" if out else None,
-            loss=_with_teacher(finetune, teacher, kd_alpha),
-        )
-        trainer.fit(
-            resume=out / "finetune" if (resume and out and (out / "finetune" / "checkpoint.pt").exists()) else None
+        trainer = _run_stage(
+            "finetune", pruned, train_set, val_set, finetune, out, resume, _with_teacher(finetune, teacher, kd_alpha)
         )
         pruned = trainer.eval_model()
     report["finetune_s"] = round(time.time() - t2, 2)

@@ -4,7 +4,6 @@ repair/fill that turns per-channel rankings into a plan with MACs ≤ target."""
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn as nn
@@ -219,7 +218,3 @@ def uniform_widths(cost: ModelCost, groups: set[str], target: int, min_per_head:
         else:
             hi = mid
     return widths_at(lo), lo
-
-
-def round_up(x: float, m: int) -> int:
-    return int(math.ceil(x / m) * m)

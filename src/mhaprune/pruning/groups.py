@@ -31,8 +31,3 @@ def equal_heads_mask(scores: torch.Tensor, keep_total: int, round_to: int = 1, m
 def padded_width(mask: torch.Tensor) -> int:
     """Width every head needs when channels were kept independently (the widest head; at least 1)."""
     return max(1, int(mask.sum(dim=1).max()))
-
-
-def kept_indices(mask: torch.Tensor) -> list[list[int]]:
-    """Sorted kept channel indices (within the head) of every head."""
-    return [torch.nonzero(row, as_tuple=False).flatten().tolist() for row in mask]

@@ -19,6 +19,7 @@ import logging
 import torch
 import torch.nn as nn
 
+from ..cost import is_linear_attention
 from .budget import ModelCost, plan_from_rankings
 from .config import PruneConfig
 from .gates import GroupState
@@ -106,7 +107,9 @@ class Pruner:
         inputs: dict[str, tuple] = {}
         hooks = []
         for lc in self.cost.layers:
-            if lc.path in init_groups and any(g != "qk" or not _is_linear(lc.module) for g in init_groups[lc.path]):
+            if lc.path in init_groups and any(
+                g != "qk" or not is_linear_attention(lc.module) for g in init_groups[lc.path]
+            ):
                 hooks.append(
                     lc.module.register_forward_pre_hook(
                         lambda mod, args, p=lc.path: inputs.__setitem__(
@@ -134,7 +137,7 @@ class Pruner:
         for lc in self.cost.layers:
             for g in init_groups.get(lc.path, ()):
                 st = self.states[lc.path][g]
-                if g == "qk" and _is_linear(lc.module):
+                if g == "qk" and is_linear_attention(lc.module):
                     D = linear_attention_difference(
                         st.captured["q"],
                         st.captured["k"],
@@ -160,7 +163,11 @@ class Pruner:
             for g, st in self.states.get(lc.path, {}).items():
                 if not st.prunable:
                     continue
-                if g == "qk" and lc.adapter.kind == "attention" and (scope != "linear" or _is_linear(lc.module)):
+                if (
+                    g == "qk"
+                    and lc.adapter.kind == "attention"
+                    and (scope != "linear" or is_linear_attention(lc.module))
+                ):
                     groups.append(g)
                 elif scope == "all":
                     groups.append(g)
@@ -360,9 +367,3 @@ class Pruner:
         self.states = {}
         apply_plan(self.model, plan)
         return self.model
-
-
-def _is_linear(module: nn.Module) -> bool:
-    from ..cost import is_linear_attention
-
-    return is_linear_attention(module)
