@@ -41,8 +41,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mhaprune {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"mhaprune {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        from ..train import Interrupted
+
+        if isinstance(e, Interrupted) and e.checkpoint is not None:
+            print(f"mhaprune {args.command}: {e}; rerun the same command with --resume to continue", file=sys.stderr)
+        else:
+            print(f"mhaprune {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

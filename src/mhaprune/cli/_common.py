@@ -90,6 +90,11 @@ def prepare_out_dir(
 
     With ``create=False`` only validate (call it before any work, so that bad input leaves nothing behind)."""
     path = Path(out)
+    if overwrite and resume:
+        raise UserError(
+            "--overwrite and --resume conflict: --overwrite deletes the run in --out, --resume continues it; "
+            "give one of them"
+        )
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} exists and is not a folder")
     holds_run = path.is_dir() and any((path / m).exists() for m in markers)
@@ -112,6 +117,20 @@ def prepare_out_dir(
     except OSError as e:
         raise UserError(f"--out {path} is not writable ({e.strerror}); choose another folder") from e
     return path
+
+
+def add_data_args(parser, default: str | None = None) -> None:
+    """``--data``, ``--data-dir`` and ``--fit``: one data source for every command."""
+    d = parser.add_argument_group("data")
+    d.add_argument("--data", default=default, metavar="fashion-mnist|PATH", help="dataset or image-folder tree")
+    d.add_argument("--data-dir", metavar="DIR", help="folder with the Fashion-MNIST IDX files")
+    d.add_argument(
+        "--fit",
+        choices=("pad", "resize", "none"),
+        help="bring images to the model's input size: pad smaller ones (Fashion-MNIST default), resize (image "
+        "folders' default), or none (refuse other sizes)",
+    )
+    return d
 
 
 def load_model_arg(model: str | None, checkpoint: str | None, pretrained: bool = False, model_args=None):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 
+from ._common import add_data_args
+
 
 def add_parser(sub):
     p = sub.add_parser("eval", help="evaluate a model folder (or a registered model with bundled weights)")
     src = p.add_argument_group("model")
     src.add_argument("--checkpoint", metavar="DIR", help="model folder (config.json + model.safetensors)")
     src.add_argument("--model", metavar="NAME", help="registered model with bundled weights")
-    d = p.add_argument_group("data")
-    d.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|PATH")
-    d.add_argument("--data-dir", metavar="DIR", help="folder with the Fashion-MNIST IDX files")
+    d = add_data_args(p, default="fashion-mnist")
     d.add_argument("--split", default="test", choices=("test", "val", "train"))
     p.add_argument("--batch-size", type=int, default=256, metavar="N")
     p.add_argument("--device", default="auto")
@@ -28,7 +28,7 @@ def run(args) -> int:
 
     model = load_model_arg(args.model, args.checkpoint, pretrained=True)
     device = pick_device(args.device)
-    splits = build_data(args.data, model.input_size, args.data_dir, augment=False)
+    splits = build_data(args.data, model.input_size, args.data_dir, augment=False, fit=args.fit)
     ds = {"test": splits.test, "val": splits.val, "train": splits.train}[args.split]
     if ds is None:
         raise UserError(f"{args.data} has no {args.split} split")

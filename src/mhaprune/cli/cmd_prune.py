@@ -7,7 +7,9 @@ sized to finish in about 10 minutes on 2 CPU cores.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+from ._common import add_data_args
 from .cmd_train import TRAIN_DEFAULTS, add_train_args
 
 DEFAULT_MODEL = "flatten_swin_micro"
@@ -55,15 +57,14 @@ def add_parser(sub):
     m = p.add_argument_group("model (default: the bundled flatten_swin_micro)")
     m.add_argument("--model", metavar="NAME", help="registered model (its bundled weights when it has them)")
     m.add_argument("--checkpoint", metavar="DIR", help="model folder to prune")
+    m.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument (repeatable)")
     m.add_argument(
         "--random-init",
         action="store_true",
         default=None,
         help="allow a model without trained weights (for latency/shape studies)",
     )
-    d = p.add_argument_group("data")
-    d.add_argument("--data", metavar="fashion-mnist|PATH")
-    d.add_argument("--data-dir", metavar="DIR")
+    add_data_args(p)
     b = p.add_argument_group("budget and stages")
     b.add_argument("--target-macs", metavar="T", help="fraction of dense MACs (0.7), percentage (70%%) or count (1.2G)")
     b.add_argument(
@@ -163,12 +164,14 @@ def run(args) -> int:
     from ..models._pretrained import pretrained_models
     from ..pipeline import measure_latency, prune
     from ..pruning import ModelCost
+    from ..train import CHECKPOINT, read_checkpoint
     from ..utils import atomic_write_json, run_metadata, seed_all
     from ._common import (
         UserError,
         check_classes,
         load_model_arg,
         load_yaml_config,
+        parse_model_args,
         pick_device,
         prepare_out_dir,
         resolve,
@@ -192,10 +195,11 @@ def run(args) -> int:
     markers = ("config.json", "resolved_config.json", "search/checkpoint.pt", "finetune/checkpoint.pt")
     prepare_out_dir(out_arg, args.overwrite, args.resume, markers, create=False)
     seed_all(opts["seed"])
+    model_args = parse_model_args(args.model_arg)
     if name:
-        model = create_model(name) if opts["random_init"] else create_model(name, pretrained=True)
+        model = create_model(name, pretrained=not opts["random_init"], **model_args)
     else:
-        model = load_model_arg(None, opts["checkpoint"])
+        model = load_model_arg(None, opts["checkpoint"], model_args=model_args)
         if getattr(model, "pruning_plan", None) is not None:
             raise UserError(
                 f"{opts['checkpoint']} is already pruned; plans do not compose yet, so prune the dense "
@@ -203,7 +207,9 @@ def run(args) -> int:
             )
     ModelCost(model, model.input_size).resolve_target(cfg.target_macs, cfg.groups(), cfg.min_per_head)
     device = pick_device(opts["device"])
-    splits = build_data(opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"])
+    splits = build_data(
+        opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"], fit=opts["fit"]
+    )
     check_classes(model, splits.classes)
     progress = not args.no_progress
     search = train_config_from({**opts, "epochs": opts["search_epochs"], "warmup_epochs": 0.0}, device, progress)
@@ -212,6 +218,10 @@ def run(args) -> int:
         search.validate(len(splits.train))
     if finetune.epochs > 0:
         finetune.validate(len(splits.train))
+    if args.resume:  # a checkpoint that cannot be used stops here, before anything is written
+        for stage in ("search", "finetune"):
+            if (Path(out_arg) / stage / CHECKPOINT).exists():
+                read_checkpoint(Path(out_arg) / stage / CHECKPOINT)
     out = prepare_out_dir(out_arg, args.overwrite, args.resume, markers)
     atomic_write_json(out / "resolved_config.json", {**opts, "prune_config": cfg.to_dict(), **run_metadata()})
     result = prune(

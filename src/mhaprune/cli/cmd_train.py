@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from ._common import add_data_args
+
 _logger = logging.getLogger(__name__)
 
 
@@ -42,9 +44,7 @@ def add_parser(sub):
     m.add_argument("--model", metavar="NAME")
     m.add_argument("--checkpoint", metavar="DIR", help="start from a model folder instead")
     m.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument (repeatable)")
-    d = p.add_argument_group("data")
-    d.add_argument("--data", metavar="fashion-mnist|PATH")
-    d.add_argument("--data-dir", metavar="DIR")
+    add_data_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder")
     add_train_args(p)
     p.set_defaults(func=run)
@@ -55,6 +55,7 @@ TRAIN_DEFAULTS = dict(
     checkpoint=None,
     data="fashion-mnist",
     data_dir=None,
+    fit=None,
     epochs=10.0,
     batch_size=128,
     lr=1e-3,
@@ -108,14 +109,18 @@ def run(args) -> int:
     seed_all(opts["seed"])  # before the model is built: its initialisation must be reproducible
     model = load_model_arg(opts["model"], opts["checkpoint"], model_args=parse_model_args(args.model_arg))
     device = pick_device(opts["device"])
-    splits = build_data(opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"])
+    splits = build_data(
+        opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"], fit=opts["fit"]
+    )
     check_classes(model, splits.classes)
     cfg = train_config_from(opts, device, progress=not args.no_progress)
     cfg.validate(len(splits.train))
     out = prepare_out_dir(args.out, args.overwrite, args.resume)
     trainer = Trainer(model, splits.train, splits.val, cfg, out_dir=out, num_classes=len(splits.classes))
+    if args.resume:
+        trainer.load_checkpoint(out)  # a checkpoint that cannot be used stops here, before anything is written
     atomic_write_json(out / "resolved_config.json", {**opts, "model_args": getattr(model, "model_args", {})})
-    val = trainer.fit(resume=out if args.resume else None)
+    val = trainer.fit()
     if not trainer.is_main:
         return 0
     final = trainer.eval_model()

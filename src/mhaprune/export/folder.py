@@ -60,7 +60,9 @@ def save_model(model: nn.Module, out_dir: str | Path, extra: dict | None = None)
 def read_config(folder: str | Path) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder {folder} does not exist")
+        raise CheckpointError(
+            f"checkpoint folder {folder} does not exist; pass a folder written by mhaprune train, prune or export"
+        )
     cfg_path = folder / CONFIG_NAME
     if not cfg_path.exists() or not (folder / WEIGHTS_NAME).exists():
         missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / n).exists()]

@@ -18,7 +18,7 @@ def parse_macs(value, dense_macs: int | None = None) -> int:
     """
     if isinstance(value, str):
         s = value.strip()
-        m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)", s)
+        m = re.fullmatch(r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)", s)
         if not m:
             raise ConfigError(
                 f"cannot read MACs target {value!r}; use a fraction like 0.7, a percentage like 70%, or "
@@ -39,7 +39,10 @@ def parse_macs(value, dense_macs: int | None = None) -> int:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"cannot read MACs target {value!r}") from e
     if value <= 0:
-        raise ConfigError(f"target MACs must be > 0, got {value}")
+        raise ConfigError(
+            f"target MACs must be > 0, got {value}; give a fraction of the dense MACs (0.7), a percentage (70%) or "
+            f"a count (35M)"
+        )
     if value <= 1.0:
         if dense_macs is None:
             raise ConfigError("a fractional MACs target needs the dense MACs")
@@ -122,7 +125,10 @@ class PruneConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not (self.prune_qk or self.prune_v or self.prune_mlp):
-            raise ConfigError("nothing to prune: enable at least one of prune_qk, prune_v, prune_mlp")
+            raise ConfigError(
+                "nothing to prune: enable at least one of prune_qk, prune_v, prune_mlp (on the command line, drop "
+                "one of --no-prune-qk / --no-prune-v / --no-prune-mlp)"
+            )
         if self.round_to < 1 or self.min_per_head < 1:
             raise ConfigError("round_to and min_per_head must be >= 1")
         if self.init_logit <= 0 or self.init_min <= 0:

@@ -1,7 +1,7 @@
 """Training: one engine, loss objects and callbacks."""
 
 from .callbacks import Callback
-from .engine import CHECKPOINT, ModelEma, TrainConfig, Trainer, TrainingError, evaluate
+from .engine import CHECKPOINT, Interrupted, ModelEma, TrainConfig, Trainer, TrainingError, evaluate, read_checkpoint
 from .losses import ClassificationLoss, DistillationLoss, mix_batch
 
 __all__ = [
@@ -9,10 +9,12 @@ __all__ = [
     "Callback",
     "ClassificationLoss",
     "DistillationLoss",
+    "Interrupted",
     "ModelEma",
     "TrainConfig",
     "Trainer",
     "TrainingError",
     "evaluate",
     "mix_batch",
+    "read_checkpoint",
 ]

@@ -13,8 +13,11 @@ import copy
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +25,14 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..utils import atomic_torch_save, atomic_write_json, configure_deterministic_mode, run_metadata, seed_all
+from ..utils import (
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    configure_deterministic_mode,
+    run_metadata,
+    seed_all,
+)
 from ..utils import distributed as du
 from ..utils.seed import rng_state, set_rng_state
 from .losses import ClassificationLoss, mix_batch
@@ -34,6 +44,51 @@ CHECKPOINT = "checkpoint.pt"
 
 class TrainingError(RuntimeError):
     """Training cannot go on (diverged loss, unusable checkpoint)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a run between two steps, after writing a checkpoint."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        self.step, self.checkpoint = step, checkpoint
+        where = f"checkpoint written to {checkpoint}" if checkpoint else "no run folder, nothing saved"
+        super().__init__(f"interrupted at step {step}; {where}")
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a training checkpoint without running code (``weights_only=True``); clear errors otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise TrainingError(f"no checkpoint at {path}; start without --resume or point it at a run folder")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - report any unpickling/format failure as a user error
+        raise TrainingError(f"checkpoint {path} cannot be loaded safely ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
+        raise TrainingError(f"{path} is not an mhaprune training checkpoint (no model/optimizer/step entries)")
+    return state
+
+
+@contextmanager
+def _stop_on_sigint():
+    """Turn the first SIGINT into a request to stop at the next step boundary (a consistent checkpoint); a second
+    SIGINT aborts at once. Outside the main thread signals cannot be caught and Ctrl-C behaves as usual."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        _logger.warning("interrupt received: stopping after this step (press Ctrl-C again to abort at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -66,7 +121,8 @@ class TrainConfig:
     def validate(self, n_train: int, world: int = 1) -> None:
         if self.batch_size < world or self.batch_size % world:
             raise ValueError(
-                f"batch size {self.batch_size} must be a positive multiple of the number of processes ({world})"
+                f"batch size {self.batch_size} must be a positive multiple of the number of processes ({world}); "
+                f"use e.g. --batch-size {world * max(1, self.batch_size // world or 16)}"
             )
         if self.batch_size > n_train:
             raise ValueError(
@@ -261,12 +317,7 @@ class Trainer:
         path = Path(path)
         if path.is_dir():
             path = path / CHECKPOINT
-        if not path.exists():
-            raise TrainingError(f"no checkpoint at {path}; start without --resume or point it at a run folder")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - report any unpickling/format failure as a user error
-            raise TrainingError(f"checkpoint {path} cannot be loaded safely ({type(e).__name__}: {e})") from e
+        state = read_checkpoint(path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -278,6 +329,7 @@ class Trainer:
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
         set_rng_state(state["rng"])
+        self._drop_metrics_after(self.step)
         _logger.info("resumed from %s at step %d", path, self.step)
 
     # ---------------------------------------------------------------- logging
@@ -288,6 +340,21 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """On resume, forget the metrics logged after the checkpoint (those steps are run again)."""
+        path = self.out_dir / "metrics.jsonl" if self.is_main and self.out_dir else None
+        if path is None or not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if rec.get("step", 0) <= step:
+                kept.append(line)
+        atomic_write_bytes(path, "".join(k + "\n" for k in kept).encode())
 
     def write_run_info(self, extra: dict | None = None) -> None:
         if self.is_main and self.out_dir:
@@ -349,52 +416,62 @@ class Trainer:
             cb.on_train_begin(self)
         show = self.cfg.progress and self.is_main and sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not show, desc="train", dynamic_ncols=True)
-        t0, metrics, running = time.time(), {}, []
-        try:
-            while self.step < self.total_steps:
-                epoch, start = divmod(self.step, self.steps_per_epoch)
-                for x, y in self._loader(epoch, start):
-                    running.append(self._train_step(x, y))
-                    for cb in self.callbacks:
-                        cb.on_step_end(self)
-                    bar.update(1)
-                    if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
-                        rec = {
-                            "step": self.step,
-                            "epoch": self.step / self.steps_per_epoch,
-                            "loss": sum(running) / len(running),
-                            "lr": self.scheduler.get_last_lr()[0],
-                            "elapsed_s": round(time.time() - t0, 2),
-                        }
-                        running = []
-                        bar.set_postfix(loss=f"{rec['loss']:.4f}")
-                        self._log(rec)
-                    end_of_epoch = self.step % self.steps_per_epoch == 0
-                    if self.step == self.total_steps or end_of_epoch:
-                        if self.val_set is not None and (self.cfg.eval_every_epoch or self.step == self.total_steps):
-                            m = evaluate(self.eval_model(), self.val_set, device=self.device)
-                            metrics = {
-                                "step": self.step,
-                                "epoch": self.step / self.steps_per_epoch,
-                                "val_top1": m["top1"],
-                                "val_top5": m["top5"],
-                                "val_loss": m["loss"],
-                            }
-                            self._log(metrics)
-                            _logger.info("step %d: val top-1 %.2f%%", self.step, m["top1"])
-                        for cb in self.callbacks:
-                            cb.on_epoch_end(self, metrics)
-                        self.save_checkpoint()
-                    elif self.cfg.save_every and self.step % self.cfg.save_every == 0:
-                        self.save_checkpoint()
-                    if self.step >= self.total_steps:
-                        break
-        except KeyboardInterrupt:
-            path = self.save_checkpoint()
-            _logger.warning("interrupted at step %d; checkpoint written to %s", self.step, path)
-            raise
-        finally:
-            bar.close()
+        with _stop_on_sigint() as interrupt:
+            try:
+                metrics = self._loop(bar, interrupt)
+            finally:
+                bar.close()
         for cb in self.callbacks:
             cb.on_train_end(self)
         return metrics
+
+    def _loop(self, bar, interrupt: dict) -> dict:
+        """Steps until ``total_steps``; between two steps, a requested stop checkpoints and raises."""
+        t0, metrics, running = time.time(), {}, []
+        while self.step < self.total_steps:
+            epoch, start = divmod(self.step, self.steps_per_epoch)
+            for x, y in self._loader(epoch, start):
+                running.append(self._train_step(x, y))
+                for cb in self.callbacks:
+                    cb.on_step_end(self)
+                bar.update(1)
+                if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
+                    rec = {
+                        "step": self.step,
+                        "epoch": self.step / self.steps_per_epoch,
+                        "loss": sum(running) / len(running),
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "elapsed_s": round(time.time() - t0, 2),
+                    }
+                    running = []
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                    self._log(rec)
+                end_of_epoch = self.step % self.steps_per_epoch == 0
+                if self.step == self.total_steps or end_of_epoch:
+                    if self.val_set is not None and (self.cfg.eval_every_epoch or self.step == self.total_steps):
+                        m = evaluate(self.eval_model(), self.val_set, device=self.device)
+                        metrics = {
+                            "step": self.step,
+                            "epoch": self.step / self.steps_per_epoch,
+                            "val_top1": m["top1"],
+                            "val_top5": m["top5"],
+                            "val_loss": m["loss"],
+                        }
+                        self._log(metrics)
+                        _logger.info("step %d: val top-1 %.2f%%", self.step, m["top1"])
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(self, metrics)
+                    self.save_checkpoint()
+                elif self.cfg.save_every and self.step % self.cfg.save_every == 0:
+                    self.save_checkpoint()
+                if self._stop_requested(interrupt):
+                    raise Interrupted(self.step, self.save_checkpoint())
+                if self.step >= self.total_steps:
+                    break
+        return metrics
+
+    def _stop_requested(self, interrupt: dict) -> bool:
+        if self.world == 1:
+            return interrupt["stop"]
+        flag = torch.tensor([float(interrupt["stop"])], device=self.device)
+        return bool(du.all_reduce_sum(flag).item() > 0)  # every rank stops at the same step
