@@ -176,6 +176,7 @@ SETUPS = {
     "out-holds-run": lambda d: _model_folder(d),
     "resume-pickle": _setup_resume_pickle,
     "prune-resume-pickle": _setup_prune_resume_pickle,
+    "export-exists": lambda d: d.mkdir() or (d / "model.onnx").write_text("x") and d,
     "recipe-invalid": lambda d: d.mkdir() or (d / "recipe.yaml").write_text("lr: [1,\n") and d,
     "recipe-unknown-key": lambda d: d.mkdir() or (d / "recipe.yaml").write_text("learning_rate: 0.1\n") and d,
 }

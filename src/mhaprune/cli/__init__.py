@@ -8,17 +8,17 @@ import sys
 
 from ._common import USER_ERRORS, UserError
 
-_COMMANDS = ("models", "macs", "train", "eval")
+_COMMANDS = ("models", "macs", "train", "prune", "eval", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cmd_eval, cmd_macs, cmd_models, cmd_prune, cmd_train
+    from . import cmd_eval, cmd_export, cmd_macs, cmd_models, cmd_prune, cmd_train
 
     p = argparse.ArgumentParser(prog="mhaprune", description="Automatic channel pruning for multi-head attention.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in (cmd_models, cmd_macs, cmd_train, cmd_prune, cmd_eval):
+    for mod in (cmd_models, cmd_macs, cmd_train, cmd_prune, cmd_eval, cmd_export):
         mod.add_parser(sub)
     return p
 

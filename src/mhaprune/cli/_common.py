@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..data import DatasetError
-from ..export import CheckpointError
+from ..export import CheckpointError, ExportError
 from ..models import UnknownModelError
 from ..train import TrainingError
 
@@ -23,6 +23,7 @@ USER_ERRORS = (
     UserError,
     DatasetError,
     CheckpointError,
+    ExportError,
     UnknownModelError,
     TrainingError,
     ValueError,

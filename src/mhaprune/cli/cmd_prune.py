@@ -37,6 +37,9 @@ PRUNE_DEFAULTS = {
     "epochs": None,
     # budget and stages
     "random_init": False,
+    "timm": None,
+    "hf": None,
+    "pretrained_file": None,
     "target_macs": "0.7",
     "search_epochs": 0.35,
     "finetune_epochs": 0.6,
@@ -57,6 +60,9 @@ def add_parser(sub):
     m = p.add_argument_group("model (default: the bundled flatten_swin_micro)")
     m.add_argument("--model", metavar="NAME", help="registered model (its bundled weights when it has them)")
     m.add_argument("--checkpoint", metavar="DIR", help="model folder to prune")
+    m.add_argument("--timm", metavar="NAME", help="a timm model (with --pretrained-file, or --random-init)")
+    m.add_argument("--pretrained-file", metavar="PATH", help="weights of the --timm model (safetensors or .pth)")
+    m.add_argument("--hf", metavar="DIR", help="a Hugging Face model folder (config.json + model.safetensors)")
     m.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument (repeatable)")
     m.add_argument(
         "--random-init",
@@ -126,6 +132,14 @@ def _prune_config(opts: dict):
     return PruneConfig(**kw)
 
 
+def _dense_twin(model):
+    """An untrained dense model of the same architecture (for the latency comparison)."""
+    from ..export.folder import build_base
+
+    cfg = {"architecture": model.arch_name, "model_args": model.model_args, **getattr(model, "mhaprune_build", {})}
+    return build_base(cfg)
+
+
 def _fmt(n: float) -> str:
     return f"{n / 1e9:.3f} G" if n >= 1e9 else f"{n / 1e6:.2f} M"
 
@@ -155,12 +169,33 @@ def print_report(report: dict) -> None:
     )
 
 
+def _load_model(opts: dict, name: str | None, model_args: dict):
+    from ..interop import from_hf, from_timm
+    from ..models import create_model
+    from ._common import UserError, load_model_arg
+
+    if opts["timm"]:
+        return from_timm(opts["timm"], opts["pretrained_file"], **model_args)
+    if opts["hf"]:
+        if model_args:
+            raise UserError("--model-arg cannot be combined with --hf (the folder's config.json fixes the model)")
+        return from_hf(opts["hf"], random_init=bool(opts["random_init"]))
+    if name:
+        return create_model(name, pretrained=not opts["random_init"], **model_args)
+    model = load_model_arg(None, opts["checkpoint"], model_args=model_args)
+    if getattr(model, "pruning_plan", None) is not None:
+        raise UserError(
+            f"{opts['checkpoint']} is already pruned; plans do not compose yet, so prune the dense "
+            f"model it came from with a lower --target-macs instead"
+        )
+    return model
+
+
 def run(args) -> int:
     import torch
 
     from ..data import build_data
     from ..export import save_pruned
-    from ..models import create_model
     from ..models._pretrained import pretrained_models
     from ..pipeline import measure_latency, prune
     from ..pruning import ModelCost
@@ -169,7 +204,6 @@ def run(args) -> int:
     from ._common import (
         UserError,
         check_classes,
-        load_model_arg,
         load_yaml_config,
         parse_model_args,
         pick_device,
@@ -185,26 +219,30 @@ def run(args) -> int:
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
     cfg = _prune_config(opts)  # validates the method options before any work
-    name = opts["model"] or (None if opts["checkpoint"] else DEFAULT_MODEL)
+    sources = [k for k in ("model", "checkpoint", "timm", "hf") if opts[k]]
+    if len(sources) > 1:
+        raise UserError(f"give one model source, not {' and '.join('--' + k for k in sources)}")
+    if opts["pretrained_file"] and not opts["timm"]:
+        raise UserError("--pretrained-file goes with --timm NAME (weights for the timm model)")
+    name = opts["model"] or (None if sources else DEFAULT_MODEL)
     if name and not opts["random_init"] and name not in pretrained_models():
         raise UserError(
             f"{name} has no bundled trained weights; pass --checkpoint DIR with a trained model, or "
             f"--random-init to prune untrained weights (bundled: {', '.join(pretrained_models())})"
         )
-    out_arg = args.out or f"runs/prune-{name or 'checkpoint'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if opts["timm"] and not (opts["pretrained_file"] or opts["random_init"]):
+        raise UserError(
+            f"--timm {opts['timm']} needs its trained weights: pass --pretrained-file PATH (nothing is downloaded), "
+            f"or --random-init to prune untrained weights"
+        )
+    label = name or opts["timm"] or ("hf" if opts["hf"] else "checkpoint")
+    out_arg = args.out or f"runs/prune-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     markers = ("config.json", "resolved_config.json", "search/checkpoint.pt", "finetune/checkpoint.pt")
     prepare_out_dir(out_arg, args.overwrite, args.resume, markers, create=False)
     seed_all(opts["seed"])
-    model_args = parse_model_args(args.model_arg)
-    if name:
-        model = create_model(name, pretrained=not opts["random_init"], **model_args)
-    else:
-        model = load_model_arg(None, opts["checkpoint"], model_args=model_args)
-        if getattr(model, "pruning_plan", None) is not None:
-            raise UserError(
-                f"{opts['checkpoint']} is already pruned; plans do not compose yet, so prune the dense "
-                f"model it came from with a lower --target-macs instead"
-            )
+    model = _load_model(opts, name, parse_model_args(args.model_arg))
+    if getattr(model, "input_size", None) is None:
+        raise UserError(f"{model.arch_name} takes no images; prune text models through the Python API")
     ModelCost(model, model.input_size).resolve_target(cfg.target_macs, cfg.groups(), cfg.min_per_head)
     device = pick_device(opts["device"])
     splits = build_data(
@@ -238,9 +276,7 @@ def run(args) -> int:
         resume=args.resume,
     )
     report = result.report
-    lat_dense = measure_latency(
-        create_model(result.model.arch_name, **result.model.model_args), result.model.input_size, device=device
-    )
+    lat_dense = measure_latency(_dense_twin(result.model), result.model.input_size, device=device)
     lat_pruned = measure_latency(result.model, model.input_size, device=device)
     report["latency"] = {
         "batch": 32,

@@ -88,7 +88,7 @@ class MacsReport:
     by_kind: dict[str, int]
     by_module: dict[str, int] = field(repr=False)
     params: int
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, ...]
 
     def table(self) -> str:
         lines = [f"{'kind':<8} {'MACs':>14} {'share':>7}"]
@@ -112,8 +112,34 @@ def _is_attention(m: nn.Module) -> bool:
     return isinstance(m, (Attention, WindowAttention, FocusedLinearAttention, PvtAttention, PvtFocusedLinearAttention))
 
 
+def example_inputs(model: nn.Module, inputs) -> torch.Tensor | dict:
+    """One sample to trace with: ``(C, H, W)`` -> a zero image batch of 1; a tensor batch -> its first row; a dict
+    of tensors (e.g. ``input_ids`` and ``attention_mask`` of a text model) -> the first row of each."""
+    if isinstance(inputs, dict):
+        return {k: v[:1] if torch.is_tensor(v) else v for k, v in inputs.items()}
+    if torch.is_tensor(inputs):
+        return inputs[:1]
+    p = next(iter(model.parameters()))
+    return torch.zeros(1, *inputs, device=p.device, dtype=p.dtype)
+
+
+def call_model(model: nn.Module, inputs):
+    """``model(**inputs)`` for a dict (keyword inputs of text models), ``model(inputs)`` otherwise."""
+    return model(**inputs) if isinstance(inputs, dict) else model(inputs)
+
+
+def input_shape(inputs) -> tuple[int, ...]:
+    """The per-sample shape of ``inputs`` (of the first tensor of a dict)."""
+    if isinstance(inputs, dict):
+        inputs = next(v for v in inputs.values() if torch.is_tensor(v))
+    return tuple(inputs.shape[1:]) if torch.is_tensor(inputs) else tuple(inputs)
+
+
 def trace_macs(model: nn.Module, input_size) -> dict[str, tuple[str, int]]:
-    """Run one forward at batch 1 and return ``{module name: (kind, MACs)}`` for every counted module."""
+    """Run one forward at batch 1 and return ``{module name: (kind, MACs)}`` for every counted module.
+
+    ``input_size`` is ``(C, H, W)``, or example inputs (a tensor batch or a dict of tensors; the first sample is
+    used)."""
     records: dict[str, tuple[str, int]] = OrderedDict()
     hooks = []
 
@@ -149,9 +175,8 @@ def trace_macs(model: nn.Module, input_size) -> dict[str, tuple[str, int]]:
     was_training = model.training
     model.eval()
     try:
-        p = next(iter(model.parameters()))
         with torch.no_grad():
-            model(torch.zeros(1, *input_size, device=p.device, dtype=p.dtype))
+            call_model(model, example_inputs(model, input_size))
     finally:
         for h in hooks:
             h.remove()
@@ -160,7 +185,8 @@ def trace_macs(model: nn.Module, input_size) -> dict[str, tuple[str, int]]:
 
 
 def count_macs(model: nn.Module, input_size=None) -> MacsReport:
-    """Analytic MACs per image of ``model`` at ``input_size`` ``(C, H, W)`` (default: the model's own).
+    """Analytic MACs per image of ``model`` at ``input_size`` ``(C, H, W)`` (default: the model's own), or per sample
+    of example inputs (a tensor batch, or a dict of tensors for models called with keywords such as text encoders).
 
     Example:
         >>> import mhaprune
@@ -168,8 +194,10 @@ def count_macs(model: nn.Module, input_size=None) -> MacsReport:
         >>> round(r.total / 1e9, 1)
         4.5
     """
-    input_size = tuple(input_size or model.input_size)
+    if input_size is None:
+        input_size = model.input_size
     records = trace_macs(model, input_size)
+    input_size = input_shape(input_size)
     by_kind = {k: 0 for k in KINDS}
     for kind, macs in records.values():
         by_kind[kind] += macs

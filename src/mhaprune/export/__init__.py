@@ -1,5 +1,18 @@
-"""Saving and loading model folders (safetensors + JSON, no pickle)."""
+"""Saving and loading model folders (safetensors + JSON, no pickle), and ONNX export."""
 
-from .folder import CheckpointError, load_model, load_pruned, read_config, save_model, save_pruned
+from .folder import CheckpointError, build_base, load_model, load_pruned, read_config, save_model, save_pruned
+from .onnx import DEFAULT_OPSET, ExportError, export_onnx, onnx_parity
 
-__all__ = ["CheckpointError", "load_model", "load_pruned", "read_config", "save_model", "save_pruned"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "CheckpointError",
+    "ExportError",
+    "build_base",
+    "export_onnx",
+    "load_model",
+    "load_pruned",
+    "onnx_parity",
+    "read_config",
+    "save_model",
+    "save_pruned",
+]

@@ -50,6 +50,7 @@ def save_model(model: nn.Module, out_dir: str | Path, extra: dict | None = None)
         "architecture": arch,
         "model_args": getattr(model, "model_args", {}),
         "mhaprune_version": __version__,
+        **getattr(model, "mhaprune_build", {}),
         **(extra or {}),
     }
     atomic_write_bytes(out / WEIGHTS_NAME, save(_contiguous_state(model)))
@@ -109,18 +110,32 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict(state, strict=True)
 
 
+def build_base(cfg: dict, overrides: dict | None = None) -> nn.Module:
+    """The dense, untrained model a folder's config describes: a registered architecture, or a timm / Hugging Face
+    model (rebuilt offline from the recorded name and arguments or config, then adapted)."""
+    from ..models import create_model
+
+    arch = cfg["architecture"]
+    if arch.startswith(("timm:", "hf:")):
+        from ..interop import build_from_config
+
+        if overrides:
+            cfg = {**cfg, "model_args": {**cfg.get("model_args", {}), **overrides}}
+        return build_from_config(cfg)
+    return create_model(arch, **{**cfg.get("model_args", {}), **(overrides or {})})
+
+
 def load_model(folder: str | Path, map_location: str = "cpu", overrides: dict | None = None) -> nn.Module:
     """Rebuild the architecture from ``config.json`` (replaying a pruning plan if present) and load the weights.
 
     ``overrides`` change builder arguments that leave the weights' shapes alone (e.g. ``drop_path_rate``)."""
-    from ..models import create_model
     from ..models._registry import UnknownModelError
 
     folder = Path(folder)
     cfg = read_config(folder)
     try:
-        model = create_model(cfg["architecture"], **{**cfg.get("model_args", {}), **(overrides or {})})
-    except UnknownModelError as e:
+        model = build_base(cfg, overrides)
+    except (UnknownModelError, ValueError) as e:
         raise CheckpointError(f"{folder}: {e}") from e
     except TypeError as e:
         raise CheckpointError(f"{folder}: model_args in {CONFIG_NAME} do not fit {cfg['architecture']} ({e})") from e

@@ -5,11 +5,12 @@ from .budget import ModelCost, plan_from_rankings, uniform_widths
 from .config import ConfigError, PruneConfig, parse_macs
 from .plan import LayerPlan, Plan, PlanError
 from .pruner import Pruner
-from .spec import Adapter, get_adapter, prunable_modules, register_adapter
+from .spec import Adapter, LinearPairMlpAdapter, get_adapter, prunable_modules, register_adapter
 from .surgery import apply_plan
 
 __all__ = [
     "Adapter",
+    "LinearPairMlpAdapter",
     "ConfigError",
     "LayerPlan",
     "ModelCost",

@@ -8,7 +8,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from ..cost import count_macs
+from ..cost import count_macs, input_shape
 from .config import ConfigError, parse_macs
 from .groups import per_head_width
 from .plan import LayerPlan, Plan
@@ -42,7 +42,9 @@ class ModelCost:
     """
 
     def __init__(self, model: nn.Module, input_size):
-        self.input_size = tuple(input_size)
+        """``input_size``: ``(C, H, W)`` or example inputs (tensor batch or dict of tensors; see ``count_macs``)."""
+        self.inputs = input_size
+        self.input_size = input_shape(input_size)
         entries = prunable_modules(model)
         geoms: dict[str, dict] = {}
         hooks = [
@@ -50,7 +52,7 @@ class ModelCost:
             for p, m, ad in entries
         ]
         try:
-            report = count_macs(model, self.input_size)
+            report = count_macs(model, self.inputs)
         finally:
             for h in hooks:
                 h.remove()

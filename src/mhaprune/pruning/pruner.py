@@ -19,7 +19,7 @@ import logging
 import torch
 import torch.nn as nn
 
-from ..cost import is_linear_attention
+from ..cost import call_model, is_linear_attention
 from .budget import ModelCost, plan_from_rankings
 from .config import PruneConfig
 from .gates import GroupState
@@ -32,6 +32,12 @@ from .surgery import apply_plan
 _logger = logging.getLogger(__name__)
 
 
+def _to(inputs, device):
+    if isinstance(inputs, dict):
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+    return inputs.to(device)
+
+
 class Pruner:
     """Automatic channel pruning of multi-head attention and MLPs under a MACs target.
 
@@ -39,16 +45,23 @@ class Pruner:
         model: a model built from modules with registered adapters. ``prepare`` and ``convert`` modify it in place
             (deepcopy first to keep the original).
         cfg: the options.
-        example_inputs: a calibration batch ``(B, C, H, W)`` from the training data; its first image fixes the input
-            size for the cost model, the whole batch calibrates similarity weights and the init.
+        example_inputs: a calibration batch ``(B, C, H, W)`` from the training data, or a dict of tensors for models
+            called with keywords (``input_ids``, ``attention_mask`` of a text encoder); its first sample fixes the
+            input size for the cost model, the whole batch calibrates similarity weights and the init.
     """
 
-    def __init__(self, model: nn.Module, cfg: PruneConfig, example_inputs: torch.Tensor):
+    def __init__(self, model: nn.Module, cfg: PruneConfig, example_inputs: torch.Tensor | dict):
         self.model, self.cfg = model, cfg
-        if example_inputs.ndim != 4:
-            raise ValueError(f"example_inputs must be a batch (B, C, H, W), got shape {tuple(example_inputs.shape)}")
+        if isinstance(example_inputs, dict):
+            if not any(torch.is_tensor(v) for v in example_inputs.values()):
+                raise ValueError("example_inputs as a dict must hold tensors (e.g. input_ids, attention_mask)")
+        elif not torch.is_tensor(example_inputs) or example_inputs.ndim < 2:
+            raise ValueError(
+                "example_inputs must be a batch: a tensor (B, C, H, W) for vision models, or a dict of tensors "
+                "(e.g. input_ids and attention_mask) for models called with keywords"
+            )
         self.example_inputs = example_inputs
-        self.cost = ModelCost(model, example_inputs.shape[1:])
+        self.cost = ModelCost(model, example_inputs)
         self.groups_pruned = cfg.groups()
         self.target = self.cost.resolve_target(cfg.target_macs, self.groups_pruned, cfg.min_per_head)
         self.states: dict[str, dict[str, GroupState]] = {}
@@ -124,7 +137,7 @@ class Pruner:
         was_training = self.model.training
         self.model.eval()
         try:
-            self.model(self.example_inputs.to(next(self.model.parameters()).device))
+            call_model(self.model, _to(self.example_inputs, next(self.model.parameters()).device))
         finally:
             for h in hooks:
                 h.remove()

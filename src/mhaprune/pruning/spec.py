@@ -257,3 +257,67 @@ class MlpAdapter(Adapter):
         m.fc1 = slice_linear(m.fc1, rows=idx)
         m.fc2 = slice_linear(m.fc2, cols=idx)
         m.hidden_features = len(idx)
+
+
+def _gate_pre_hook(module: nn.Module, args: tuple):
+    """Forward pre-hook on the second linear of an MLP: gate its input (the hidden channels)."""
+    return (module.mhaprune_gate(args[0]), *args[1:])
+
+
+class LinearPairMlpAdapter(Adapter):
+    """An MLP given by two Linear layers inside a module (``fc1`` rows = ``fc2`` columns = hidden channels), for
+    modules we do not own (timm ``Mlp``, Hugging Face ``ViTMLP`` / ``BertLayer``...). The gate goes in as a forward
+    pre-hook on ``fc2``, so the host module's ``forward`` is untouched. Subclass with ``fc1``/``fc2`` paths and
+    register it for the host classes."""
+
+    kind = "mlp"
+    slots = ()
+    fc1 = "fc1"
+    fc2 = "fc2"
+
+    def _pair(self, m) -> tuple[nn.Linear, nn.Linear]:
+        fc1, fc2 = m.get_submodule(self.fc1), m.get_submodule(self.fc2)
+        if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)):
+            raise TypeError(f"{type(m).__name__}: {self.fc1} and {self.fc2} must be nn.Linear layers")
+        return fc1, fc2
+
+    def _set(self, m, path: str, layer: nn.Linear) -> None:
+        parent, _, leaf = path.rpartition(".")
+        setattr(m.get_submodule(parent) if parent else m, leaf, layer)
+
+    def groups(self, m):
+        return {"hidden": (1, self._pair(m)[0].out_features)}
+
+    def geometry(self, m, args):
+        x = args[0]
+        return {"tokens": x.numel() // x.shape[-1]}
+
+    def macs(self, m, geom, widths):
+        fc1, fc2 = self._pair(m)
+        w = widths["hidden"]
+        return geom["tokens"] * (fc1.in_features * w + w * fc2.out_features)
+
+    def install(self, m, states):
+        if "hidden" in states:
+            fc2 = self._pair(m)[1]
+            fc2.mhaprune_gate = ChannelGate(states["hidden"], "hidden", owner=True, reweight=False)
+            fc2.register_forward_pre_hook(_gate_pre_hook)
+
+    def uninstall(self, m):
+        fc2 = self._pair(m)[1]
+        for key, hook in list(fc2._forward_pre_hooks.items()):
+            if hook is _gate_pre_hook:
+                del fc2._forward_pre_hooks[key]
+        if "mhaprune_gate" in fc2._modules:
+            del fc2._modules["mhaprune_gate"]
+
+    def channel_weights(self, m, group):
+        fc1, fc2 = self._pair(m)
+        return torch.cat([fc1.weight, fc2.weight.t()], dim=1).reshape(1, fc1.out_features, -1)
+
+    @torch.no_grad()
+    def slice(self, m, keep):
+        idx = keep["hidden"].reshape(-1)
+        fc1, fc2 = self._pair(m)
+        self._set(m, self.fc1, slice_linear(fc1, rows=idx))
+        self._set(m, self.fc2, slice_linear(fc2, cols=idx))

@@ -2,7 +2,7 @@
 
 from .callbacks import Callback
 from .engine import CHECKPOINT, Interrupted, ModelEma, TrainConfig, Trainer, TrainingError, evaluate, read_checkpoint
-from .losses import ClassificationLoss, DistillationLoss, mix_batch
+from .losses import ClassificationLoss, DistillationLoss, as_logits, mix_batch
 
 __all__ = [
     "CHECKPOINT",
@@ -14,6 +14,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingError",
+    "as_logits",
     "evaluate",
     "mix_batch",
     "read_checkpoint",

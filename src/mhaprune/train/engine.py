@@ -35,7 +35,7 @@ from ..utils import (
 )
 from ..utils import distributed as du
 from ..utils.seed import rng_state, set_rng_state
-from .losses import ClassificationLoss, mix_batch
+from .losses import ClassificationLoss, as_logits, mix_batch
 
 _logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def evaluate(
     stats = torch.zeros(4, dtype=torch.float64)  # correct1, correct5, loss_sum, count
     for x, y in tqdm(loader, desc=desc, disable=not (progress and sys.stderr.isatty()), leave=False):
         x, y = x.to(device), y.to(device)
-        logits = model(x).float()
+        logits = as_logits(model(x)).float()
         k = min(5, logits.shape[-1])
         topk = logits.topk(k, dim=-1).indices
         stats[0] += (topk[:, 0] == y).sum().item()
@@ -381,7 +381,7 @@ class Trainer:
         if (cfg.mixup > 0 or cfg.cutmix > 0) and self.num_classes:
             x, target = mix_batch(x, y, self.num_classes, cfg.mixup, cfg.cutmix, cfg.label_smoothing)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
-            loss = self.loss(model(x), target, x)
+            loss = self.loss(as_logits(model(x)), target, x)
             for cb in self.callbacks:
                 extra = cb.extra_loss(self)
                 if extra is not None:

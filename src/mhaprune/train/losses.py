@@ -7,6 +7,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def as_logits(out) -> torch.Tensor:
+    """Model output -> logits: a tensor as is, or the ``logits`` of a Hugging Face output object."""
+    return out if torch.is_tensor(out) else out.logits
+
+
 class ClassificationLoss(nn.Module):
     """Cross-entropy with label smoothing; accepts hard labels or soft (mixed) targets."""
 
@@ -46,7 +51,7 @@ class DistillationLoss(nn.Module):
         if self.alpha == 0.0:
             return base
         with torch.no_grad():
-            t_logits = self.teacher(inputs)
+            t_logits = as_logits(self.teacher(inputs))
         T = self.tau
         kd = F.kl_div(
             F.log_softmax(logits / T, dim=-1),

@@ -1,0 +1,82 @@
+"""timm VisionTransformer (DeiT) and SwinTransformer: the adapter contract, the full method, export and reload.
+
+Runs in the timm environment (timm needs torchvision: torch 2.14.1 + torchvision 0.29.1 here); CI runs it there, and
+``tests/conftest.py`` leaves this file out where timm is not installed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from mhaprune.cli import main
+from mhaprune.cost import count_macs
+from mhaprune.export import export_onnx, load_pruned
+from mhaprune.interop import ExternalModelError, from_timm
+from tests.interop.contract import check_contract, out
+
+MODELS = {
+    "deit": (
+        "deit_tiny_patch16_224",
+        dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, depth=2, embed_dim=32, num_heads=4),
+    ),
+    "swin": (
+        "swin_tiny_patch4_window7_224",
+        dict(img_size=32, patch_size=2, in_chans=1, num_classes=10, window_size=4, embed_dim=16, depths=(2, 2),
+             num_heads=(2, 4)),
+    ),
+}  # fmt: skip
+
+
+def _randomize(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("bias", "relative_position_bias_table")):
+                p.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_timm_adapter_contract(kind, tmp_path):
+    name, kw = MODELS[kind]
+    torch.manual_seed(0)
+    original = _randomize(timm.create_model(name, **kw)).eval().double()
+    adapted = from_timm(name, **kw).eval()
+    assert sorted(adapted.state_dict()) == sorted(original.state_dict()), "timm's state-dict keys are kept"
+    adapted.load_state_dict(original.state_dict())
+    adapted = adapted.double()
+    x = torch.randn(4, *adapted.input_size, dtype=torch.float64)
+    check_contract(original, adapted, x, tmp_path, n_attention=4 if kind == "swin" else 2)
+
+
+def test_timm_qk_norm_is_refused():
+    with pytest.raises(ExternalModelError, match="qk_norm"):
+        from_timm("vit_tiny_patch16_224", img_size=28, patch_size=4, depth=1, qk_norm=True)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_timm_pruned_to_70_percent_by_the_cli_then_exported_and_reloaded(kind, tmp_path, image_folder, capsys):
+    name, kw = MODELS[kind]
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_file(timm.create_model(name, **kw).state_dict(), str(weights))
+    run = tmp_path / "run"
+    argv = ["prune", "--timm", name, "--pretrained-file", str(weights), "--data", str(image_folder)]
+    argv += [x for k, v in kw.items() for x in ("--model-arg", f"{k}={v!r}".replace(" ", ""))]
+    argv += ["--target-macs", "0.7", "--search-epochs", "2", "--finetune-epochs", "1", "--batch-size", "16"]
+    assert main([*argv, "--calib-size", "8", "--threads", "1", "--no-progress", "--out", str(run)]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["pruned"]["macs"] <= 0.7 * report["dense"]["macs"] + 1
+    pruned = load_pruned(run)
+    assert type(pruned).__name__ in ("VisionTransformer", "SwinTransformer")
+    assert count_macs(pruned).total == report["pruned"]["macs"]
+    assert export_onnx(pruned, tmp_path / "m.onnx")["max_abs_diff"] <= 1e-4
+    dense = from_timm(name, weights, **kw)
+    assert export_onnx(copy.deepcopy(dense), tmp_path / "d.onnx")["max_abs_diff"] <= 1e-4
+    x = torch.randn(3, *pruned.input_size)
+    assert torch.equal(out(load_pruned(run), x), out(pruned, x))
