@@ -17,6 +17,7 @@ from mhaprune.cost import count_macs
 from mhaprune.export import export_onnx, load_pruned
 from mhaprune.interop import ExternalModelError, adapt, from_hf, from_hf_model
 from tests.interop.contract import check_contract, out
+from tests.pruning.conftest import randomize
 
 VISION = {
     "vit": (transformers.ViTConfig, transformers.ViTForImageClassification, dict(image_size=28, patch_size=4)),
@@ -58,25 +59,16 @@ def text_inputs(n=4, length=12):
     return {"input_ids": torch.randint(0, 100, (n, length), generator=g), "attention_mask": mask}
 
 
-def _randomize(model):
-    """Non-trivial biases and position tables (they start at zero)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("bias", "relative_position_bias_table")):
-                p.normal_(0, 0.3)
-    return model
-
-
 @pytest.mark.parametrize("kind", sorted(VISION))
 def test_vision_adapter_contract(kind, tmp_path):
-    original = _randomize(vision_model(kind)).double()
+    original = randomize(vision_model(kind)).double()
     adapted = from_hf_model(copy.deepcopy(original)).double()
     x = torch.randn(4, *adapted.input_size, dtype=torch.float64)
     check_contract(original, adapted, x, tmp_path, n_attention=4 if kind == "swin" else 2)
 
 
 def test_bert_adapter_contract_with_padding(tmp_path):
-    original = _randomize(bert_model()).double()
+    original = randomize(bert_model()).double()
     adapted = from_hf_model(copy.deepcopy(original)).double()
     check_contract(original, adapted, text_inputs(), tmp_path, n_attention=2)
 

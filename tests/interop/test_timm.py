@@ -19,6 +19,7 @@ from mhaprune.cost import count_macs
 from mhaprune.export import export_onnx, load_pruned
 from mhaprune.interop import ExternalModelError, from_timm
 from tests.interop.contract import check_contract, out
+from tests.pruning.conftest import randomize
 
 MODELS = {
     "deit": (
@@ -33,19 +34,11 @@ MODELS = {
 }  # fmt: skip
 
 
-def _randomize(model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("bias", "relative_position_bias_table")):
-                p.normal_(0, 0.3)
-    return model
-
-
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_timm_adapter_contract(kind, tmp_path):
     name, kw = MODELS[kind]
     torch.manual_seed(0)
-    original = _randomize(timm.create_model(name, **kw)).eval().double()
+    original = randomize(timm.create_model(name, **kw)).eval().double()
     adapted = from_timm(name, **kw).eval()
     assert sorted(adapted.state_dict()) == sorted(original.state_dict()), "timm's state-dict keys are kept"
     adapted.load_state_dict(original.state_dict())
