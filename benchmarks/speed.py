@@ -1,0 +1,187 @@
+"""Real speed of pruned models: dense vs pruned, torch eager fp32 and ONNX Runtime, batch 1 and 32.
+
+    python -m benchmarks.speed --quick      # micro models, budgets 0.5 and 0.25 (a few minutes on 2 CPU cores)
+    python -m benchmarks.speed              # + full-size flatten_swin_tiny / deit_small (random weights), 4 budgets
+
+Plans have the structure of ours (equal channels per head in every head, Q/K and V pruned separately, MLP hidden)
+and come from ``Pruner`` one-shot (indicators initialised on a calibration batch, then repaired/filled to the
+budget): speed depends on the kept widths, not on which channels are kept. Each plan is also made with kept channels
+rounded to multiples of 8 (``round_to=8``). Every timing is the median of ``--repeats`` forwards after warm-up, dense
+and pruned measured side by side in the same process; the ratios are what to compare across machines.
+
+Writes ``speed.csv``, ``speed.json`` (with machine, versions, git hash, command) and ``speed.png`` (speedup vs MACs
+ratio with the ideal line) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import mhaprune
+from mhaprune.cost import count_macs
+from mhaprune.export import export_onnx
+from mhaprune.models._pretrained import pretrained_models
+from mhaprune.pruning import PruneConfig, Pruner
+from mhaprune.utils import atomic_write_json, run_metadata, seed_all
+
+MICRO = ["flatten_swin_micro", "deit_micro"]
+FULL = ["flatten_swin_tiny", "deit_small"]
+BUDGETS = [0.7, 0.5, 0.35, 0.25]
+
+
+def one_shot_plan(model, budget: float, round_to: int, calib: torch.Tensor):
+    work = copy.deepcopy(model)
+    pruner = Pruner(work, PruneConfig(target_macs=budget, round_to=round_to), calib)
+    pruner.prepare()
+    return pruner.convert(pruner.plan()).eval()
+
+
+def time_torch(model, x, repeats: int) -> float:
+    with torch.inference_mode():
+        for _ in range(2):
+            model(x)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def time_onnx(model, input_size, batches, repeats: int) -> dict[int, float]:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        export_onnx(model, Path(d) / "m.onnx")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        sess = ort.InferenceSession(str(Path(d) / "m.onnx"), opts, providers=["CPUExecutionProvider"])
+    out = {}
+    for b in batches:
+        x = torch.randn(b, *input_size).numpy()
+        for _ in range(2):
+            sess.run(None, {"input": x})
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            sess.run(None, {"input": x})
+            times.append(time.perf_counter() - t)
+        out[b] = statistics.median(times)
+    return out
+
+
+def measure(model, input_size, batches, repeats: int, onnx: bool) -> dict:
+    r = {f"torch_b{b}": time_torch(model, torch.randn(b, *input_size), repeats) for b in batches}
+    if onnx:
+        r.update({f"onnx_b{b}": t for b, t in time_onnx(model, input_size, batches, repeats).items()})
+    return r
+
+
+def run(models, budgets, roundings, batches, repeats: int, onnx: bool) -> list[dict]:
+    rows = []
+    for name in models:
+        seed_all(0)
+        pretrained = name in pretrained_models()
+        dense = mhaprune.create_model(name, pretrained=pretrained).eval()
+        size = tuple(dense.input_size)
+        calib = torch.randn(16, *size)
+        dense_macs = count_macs(dense).total
+        base = measure(dense, size, batches, repeats, onnx)
+        rows.append({"model": name, "budget": 1.0, "round_to": 1, "macs": dense_macs, "macs_ratio": 1.0, **base})
+        print(
+            f"{name}: dense {dense_macs / 1e6:.1f} M MACs, "
+            + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in base.items())
+        )
+        for budget in budgets:
+            for rt in roundings:
+                pruned = one_shot_plan(dense, budget, rt, calib)
+                macs = count_macs(pruned).total
+                t = measure(pruned, size, batches, repeats, onnx)
+                row = {"model": name, "budget": budget, "round_to": rt, "macs": macs, "macs_ratio": dense_macs / macs}
+                for k, v in t.items():
+                    row[k] = v
+                    row[f"speedup_{k}"] = base[k] / v
+                    row[f"efficiency_{k}"] = base[k] / v / row["macs_ratio"]
+                rows.append(row)
+                print(
+                    f"  {budget:.2f} round_to={rt}: MACs ratio {row['macs_ratio']:.2f}x; "
+                    + ", ".join(f"{k} {row['speedup_' + k]:.2f}x" for k in t)
+                )
+    return rows
+
+
+def plot(rows: list[dict], path: Path, keys: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        top = 1.0
+        for name in models:
+            for rt, marker in ((1, "o"), (8, "s")):
+                pts = sorted(
+                    (r["macs_ratio"], r[f"speedup_{key}"])
+                    for r in rows
+                    if r["model"] == name and r["round_to"] == rt and f"speedup_{key}" in r
+                )
+                if pts:
+                    ax.plot(*zip(*pts), marker=marker, label=f"{name}" + (" (round 8)" if rt == 8 else ""))
+                    top = max(top, *(p[0] for p in pts), *(p[1] for p in pts))
+        ax.plot([1, top], [1, top], "k--", lw=1, label="ideal (speedup = MACs ratio)")
+        ax.set_xlabel("MACs ratio (dense / pruned)")
+        ax.set_ylabel("speedup")
+        ax.set_title(key.replace("_b", ", batch ").replace("torch", "torch eager fp32").replace("onnx", "ONNX Runtime"))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="micro models, budgets 0.5 and 0.25")
+    p.add_argument("--models", nargs="+", help="override the model list")
+    p.add_argument("--repeats", type=int, default=None, help="timed forwards per measurement (median)")
+    p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
+    p.add_argument("--no-onnx", action="store_true", help="torch eager only")
+    p.add_argument("--out", default="benchmarks/results/speed", help="results folder")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = args.models or (MICRO if args.quick else MICRO + FULL)
+    budgets = [0.5, 0.25] if args.quick else BUDGETS
+    repeats = args.repeats or (10 if args.quick else 7)
+    batches = [1, 32]
+    t0 = time.time()
+    rows = run(models, budgets, [1, 8], batches, repeats, onnx=not args.no_onnx)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = [f"{e}_b{b}" for e in ("torch", "onnx") for b in batches if any(f"{e}_b{b}" in r for r in rows)]
+    fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("model", "budget", "round_to"), k))
+    tmp = out / ".speed.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(out / "speed.csv")
+    meta = {**run_metadata(), "wall_s": round(time.time() - t0, 1), "repeats": repeats, "batches": batches}
+    atomic_write_json(out / "speed.json", json.loads(json.dumps({"meta": meta, "rows": rows})))
+    plot(rows, out / "speed.png", keys)
+    print(f"wrote {out}/speed.csv, speed.json, speed.png in {meta['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
