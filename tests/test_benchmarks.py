@@ -22,3 +22,24 @@ def test_speed_benchmark_writes_csv_json_plot(tmp_path):
     assert meta["git"] is None or len(meta["git"].removesuffix("-dirty")) == 40
     assert "torch" in meta and meta["repeats"] == 1
     assert (out / "speed.png").stat().st_size > 10_000
+
+
+def test_accuracy_benchmark_smoke(tmp_path):
+    from benchmarks import accuracy
+
+    out = tmp_path / "acc"
+    argv = ["--model", "deit_micro", "--methods", "ours", "l1", "dense", "--budgets", "0.5", "--seeds", "0"]
+    argv += ["--train-subset", "128", "--eval-subset", "64", "--search-epochs", "0.5", "--short-epochs", "0.5"]
+    argv += ["--full-epochs", "1", "--batch-size", "32", "--out", str(out)]
+    assert accuracy.main(argv) == 0
+    res = json.loads((out / "accuracy.json").read_text())
+    stages = {(r["method"], r["stage"]) for r in res["rows"]}
+    assert stages == {
+        ("ours", "no-ft"), ("ours", "short-ft"), ("ours", "full-ft"),
+        ("l1", "no-ft"), ("l1", "short-ft"), ("l1", "full-ft"),
+        ("dense", "full-ft"),
+    }  # fmt: skip
+    for r in res["rows"]:
+        assert r["method"] == "dense" or r["macs"] <= 0.5 * res["dense_macs"] + 1
+        assert 0 <= r["test_top1"] <= 100
+    assert (out / "accuracy.png").exists() and (out / "accuracy.csv").exists()

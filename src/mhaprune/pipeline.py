@@ -163,10 +163,17 @@ def prune(
         search_steps = trainer.step
     report["search_s"] = round(time.time() - t1, 2)
     report["search_steps"] = search_steps
+    report["target_macs"] = pruner.target
     plan = pruner.plan()
     pruned = pruner.convert(plan)
-    report["after_prune"] = evaluate(pruned, val_set, device=device) if val_set is not None else {}
+    return _finish(pruned, plan, teacher, report, train_set, val_set, test_set, finetune, out, resume, kd_alpha)
 
+
+def _finish(pruned, plan, teacher, report, train_set, val_set, test_set, finetune, out, resume, kd_alpha):
+    """Evaluate right after pruning, fine-tune with distillation, measure and evaluate."""
+    device = finetune.device
+    input_size = tuple(pruned.input_size)
+    report["after_prune"] = evaluate(pruned, val_set, device=device) if val_set is not None else {}
     t2 = time.time()
     if finetune.epochs > 0 or finetune.max_steps:
         trainer = _run_stage(
@@ -176,7 +183,6 @@ def prune(
     report["finetune_s"] = round(time.time() - t2, 2)
     r = count_macs(pruned, input_size)
     report["pruned"] = {"macs": r.total, "params": r.params, "macs_by_kind": r.by_kind}
-    report["target_macs"] = pruner.target
     if val_set is not None:
         report["val"] = {"pruned": evaluate(pruned, val_set, device=device)}
     if test_set is not None:

@@ -1,0 +1,225 @@
+"""Accuracy vs MACs: ours against the baselines, at budgets that separate them, before and after fine-tuning.
+
+    python -m benchmarks.accuracy --quick   # flatten_swin_micro, budgets 0.5/0.25, ours vs uniform-L1 vs random, 1 seed
+    python -m benchmarks.accuracy           # budgets 0.7/0.5/0.35/0.25, all methods, 3 seeds (GPU-sized)
+
+Every method starts from the same bundled dense reference, uses the same KD teacher (the dense model), data and
+fine-tune recipe; ours adds its search (``--search-epochs``). Stages: right after pruning (no fine-tune), after a short
+fine-tune (``--short-epochs``, its own schedule) and after the full fine-tune (``--full-epochs``). A control row
+"dense" fine-tunes the dense model for the full budget. Accuracies are top-1 on the 5,000-image validation split
+(used for every decision) and on the 10,000-image test split (reported only).
+
+Methods: ``ours`` (the full method), ``unconstrained`` (ours without the equal-per-head adjustment: heads padded to
+the widest for a deployable model, as reported in MACs), ``l1`` (uniform keep ratio, L1 channel choice), ``random``
+(random channels, equal per head), ``ablate-similarity`` / ``ablate-reweight`` / ``ablate-attn-init`` (ours with one
+part switched off).
+
+Writes ``accuracy.csv`` / ``accuracy.json`` (machine, versions, git hash, command) and ``accuracy.png`` (one panel
+per stage) to ``--out``; rows are appended as runs finish, so an interrupted benchmark keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import mhaprune
+from mhaprune.data import build_data
+from mhaprune.pipeline import prune
+from mhaprune.pruning import PruneConfig, l1_plan, random_plan
+from mhaprune.train import ClassificationLoss, DistillationLoss, TrainConfig, Trainer, evaluate
+from mhaprune.utils import atomic_write_json, run_metadata, seed_all
+
+METHODS = ("ours", "unconstrained", "l1", "random", "ablate-similarity", "ablate-reweight", "ablate-attn-init")
+_OURS_SWITCHES = {
+    "ours": {},
+    "unconstrained": {"equal_heads": False},
+    "ablate-similarity": {"similarity": False},
+    "ablate-reweight": {"reweight": False},
+    "ablate-attn-init": {"attn_init": False},
+}
+
+
+def _recipe(epochs: float, args, lr=None) -> TrainConfig:
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=args.batch_size,
+        lr=lr or args.lr,
+        warmup_epochs=0.0 if epochs <= 0.5 else 0.05,
+        label_smoothing=0.1,
+        device=args.device,
+        save_every=0,
+        log_every=10**9,
+        progress=False,
+    )
+
+
+def _plan_for(method: str, model, budget: float, seed: int, splits, args):
+    """Baseline plans are cut directly; ours (and its variants) run the search first (returns plan, search report)."""
+    if method == "l1":
+        return l1_plan(model, model.input_size, budget), {}
+    if method == "random":
+        return random_plan(model, model.input_size, budget, seed=seed), {}
+    cfg = PruneConfig(target_macs=budget, seed=seed, **_OURS_SWITCHES[method])
+    search = _recipe(args.search_epochs, args, lr=args.lr)
+    res = prune(copy.deepcopy(model), cfg, splits.train, None, search, _recipe(0.0, args), calib_size=64)
+    return res.plan, {"search_s": res.report["search_s"], "search_steps": res.report["search_steps"]}
+
+
+def _finetune(model, teacher, epochs: float, splits, args):
+    if epochs <= 0:
+        return model
+    loss = DistillationLoss(ClassificationLoss(0.1), teacher, alpha=args.kd_alpha)
+    trainer = Trainer(model, splits.train, None, _recipe(epochs, args), loss=loss)
+    trainer.fit()
+    return trainer.eval_model()
+
+
+def _scores(model, splits, args) -> dict:
+    v = evaluate(model, splits.val, device=args.device)["top1"]
+    t = evaluate(model, splits.test, device=args.device)["top1"]
+    return {"val_top1": v, "test_top1": t}
+
+
+def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
+    seed_all(seed)
+    t0 = time.time()
+    if method == "dense":
+        plan, extra, cut = None, {}, copy.deepcopy(dense)
+    else:
+        plan, extra = _plan_for(method, dense, budget, seed, splits, args)
+        cut = mhaprune.apply_plan(copy.deepcopy(dense), plan)
+    macs = mhaprune.count_macs(cut).total
+    base = {"method": method, "budget": budget, "seed": seed, "macs": macs, **extra}
+    if method != "dense":
+        write_row({**base, "stage": "no-ft", "finetune_epochs": 0.0, **_scores(cut, splits, args)})
+    for stage, epochs in (("short-ft", args.short_epochs), ("full-ft", args.full_epochs)):
+        if method == "dense" and stage == "short-ft":
+            continue
+        seed_all(seed)
+        tuned = _finetune(copy.deepcopy(cut), teacher, epochs, splits, args)
+        write_row({**base, "stage": stage, "finetune_epochs": epochs, **_scores(tuned, splits, args)})
+    print(f"{method} @ {budget:.2f} seed {seed}: {time.time() - t0:.0f} s", flush=True)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["budget"], r["stage"]), []).append(r)
+    out = []
+    for (method, budget, stage), rs in sorted(groups.items()):
+        vals = [r["test_top1"] for r in rs]
+        out.append(
+            {
+                "method": method,
+                "budget": budget,
+                "stage": stage,
+                "seeds": len(rs),
+                "macs": rs[0]["macs"],
+                "val_top1_mean": statistics.mean(r["val_top1"] for r in rs),
+                "test_top1_mean": statistics.mean(vals),
+                "test_top1_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            }
+        )
+    return out
+
+
+def plot(summary: list[dict], dense_macs: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in ("no-ft", "short-ft", "full-ft") if any(r["stage"] == s for r in summary)]
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 4), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        for method in sorted({r["method"] for r in summary if r["method"] != "dense"}):
+            pts = sorted(
+                (100 * r["macs"] / dense_macs, r["test_top1_mean"], r["test_top1_std"])
+                for r in summary
+                if r["method"] == method and r["stage"] == stage
+            )
+            if pts:
+                x, y, e = zip(*pts)
+                ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=method)
+        for r in summary:
+            if r["method"] == "dense" and r["stage"] == "full-ft":
+                ax.axhline(r["test_top1_mean"], color="k", ls="--", lw=1, label="dense, fine-tuned as long")
+        ax.set_title(stage)
+        ax.set_xlabel("MACs (% of dense)")
+        ax.set_ylabel("test top-1 (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--model", default="flatten_swin_micro", help="a model with bundled weights")
+    p.add_argument("--budgets", type=float, nargs="+")
+    p.add_argument("--methods", nargs="+", choices=(*METHODS, "dense"))
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--search-epochs", type=float, default=0.35)
+    p.add_argument("--short-epochs", type=float, default=0.5)
+    p.add_argument("--full-epochs", type=float, default=2.0)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--kd-alpha", type=float, default=0.5)
+    p.add_argument("--train-subset", type=int, default=None, help="use only this many training images (smoke tests)")
+    p.add_argument("--eval-subset", type=int, default=None, help="evaluate on only this many images (smoke tests)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", default="benchmarks/results/accuracy")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budgets = args.budgets or ([0.5, 0.25] if args.quick else [0.7, 0.5, 0.35, 0.25])
+    methods = args.methods or (["ours", "l1", "random", "dense"] if args.quick else [*METHODS, "dense"])
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    dense = mhaprune.create_model(args.model, pretrained=True).to(args.device).eval()
+    teacher = copy.deepcopy(dense)  # frozen by the distillation loss; ``dense`` stays trainable for its copies
+    splits = build_data("fashion-mnist", dense.input_size, augment=False)
+    for ds, n in ((splits.train, args.train_subset), (splits.val, args.eval_subset), (splits.test, args.eval_subset)):
+        if n:
+            ds.indices = (ds.indices if ds.indices is not None else torch.arange(len(ds)))[:n]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    t0 = time.time()
+
+    def write_row(row):
+        rows.append(row)
+        meta = {**run_metadata(), "wall_s": round(time.time() - t0, 1), "args": vars(args)}
+        dense_macs = mhaprune.count_macs(dense).total
+        summary = summarise(rows)
+        result = {"meta": meta, "dense_macs": dense_macs, "rows": rows, "summary": summary}
+        atomic_write_json(out / "accuracy.json", result)
+        fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("method", "budget", "seed", "stage"), k))
+        tmp = out / ".accuracy.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+        tmp.replace(out / "accuracy.csv")
+        plot(summary, dense_macs, out / "accuracy.png")
+
+    for seed in seeds:
+        for budget in budgets:
+            for method in methods:
+                if method == "dense" and budget != budgets[0]:
+                    continue
+                run_one(method, budget, seed, dense, teacher, splits, args, write_row)
+    print(f"wrote {out}/accuracy.csv, accuracy.json, accuracy.png in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
