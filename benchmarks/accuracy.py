@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import statistics
 import time
 from pathlib import Path
@@ -35,6 +34,8 @@ from mhaprune.pipeline import prune
 from mhaprune.pruning import PruneConfig, l1_plan, random_plan
 from mhaprune.train import ClassificationLoss, DistillationLoss, TrainConfig, Trainer, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
+
+from ._io import finish_figure, write_csv
 
 METHODS = ("ours", "unconstrained", "l1", "random", "ablate-similarity", "ablate-reweight", "ablate-attn-init")
 _OURS_SWITCHES = {
@@ -155,9 +156,7 @@ def plot(summary: list[dict], dense_macs: int, path: Path) -> None:
         ax.set_xlabel("MACs (% of dense)")
         ax.set_ylabel("test top-1 (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    finish_figure(fig, axes, path)
 
 
 def main(argv=None) -> int:
@@ -202,13 +201,7 @@ def main(argv=None) -> int:
         summary = summarise(rows)
         result = {"meta": meta, "dense_macs": dense_macs, "rows": rows, "summary": summary}
         atomic_write_json(out / "accuracy.json", result)
-        fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("method", "budget", "seed", "stage"), k))
-        tmp = out / ".accuracy.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
-        tmp.replace(out / "accuracy.csv")
+        write_csv(out / "accuracy.csv", rows, ("method", "budget", "seed", "stage"))
         plot(summary, dense_macs, out / "accuracy.png")
 
     for seed in seeds:

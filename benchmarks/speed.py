@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import statistics
 import tempfile
@@ -32,6 +31,8 @@ from mhaprune.export import export_onnx
 from mhaprune.models._pretrained import pretrained_models
 from mhaprune.pruning import PruneConfig, Pruner
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
+
+from ._io import finish_figure, write_csv
 
 MICRO = ["flatten_swin_micro", "deit_micro"]
 FULL = ["flatten_swin_tiny", "deit_small"]
@@ -144,9 +145,7 @@ def plot(rows: list[dict], path: Path, keys: list[str]) -> None:
         ax.set_ylabel("speedup")
         ax.set_title(key.replace("_b", ", batch ").replace("torch", "torch eager fp32").replace("onnx", "ONNX Runtime"))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    finish_figure(fig, axes, path)
 
 
 def main(argv=None) -> int:
@@ -169,13 +168,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     keys = [f"{e}_b{b}" for e in ("torch", "onnx") for b in batches if any(f"{e}_b{b}" in r for r in rows)]
-    fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("model", "budget", "round_to"), k))
-    tmp = out / ".speed.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(out / "speed.csv")
+    write_csv(out / "speed.csv", rows, ("model", "budget", "round_to"))
     meta = {**run_metadata(), "wall_s": round(time.time() - t0, 1), "repeats": repeats, "batches": batches}
     atomic_write_json(out / "speed.json", json.loads(json.dumps({"meta": meta, "rows": rows})))
     plot(rows, out / "speed.png", keys)
