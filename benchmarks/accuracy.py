@@ -12,7 +12,8 @@ fine-tune (``--short-epochs``, its own schedule) and after the full fine-tune (`
 Methods: ``ours`` (the full method), ``unconstrained`` (ours without the equal-per-head adjustment: heads padded to
 the widest for a deployable model, as reported in MACs), ``l1`` (uniform keep ratio, L1 channel choice), ``random``
 (random channels, equal per head), ``ablate-similarity`` / ``ablate-reweight`` / ``ablate-attn-init`` (ours with one
-part switched off).
+part switched off), ``tp-magnitude`` / ``tp-taylor`` (Torch-Pruning head-dimension pruning; not for FLatten models,
+see ``benchmarks/torch_pruning_baseline.py``).
 
 Writes ``accuracy.csv`` / ``accuracy.json`` (machine, versions, git hash, command) and ``accuracy.png`` (one panel
 per stage) to ``--out``; rows are appended as runs finish, so an interrupted benchmark keeps what it measured.
@@ -36,8 +37,19 @@ from mhaprune.train import ClassificationLoss, DistillationLoss, TrainConfig, Tr
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
 from ._io import finish_figure, write_csv
+from .torch_pruning_baseline import tp_prune_to
 
-METHODS = ("ours", "unconstrained", "l1", "random", "ablate-similarity", "ablate-reweight", "ablate-attn-init")
+METHODS = (
+    "ours",
+    "unconstrained",
+    "l1",
+    "random",
+    "tp-magnitude",
+    "tp-taylor",
+    "ablate-similarity",
+    "ablate-reweight",
+    "ablate-attn-init",
+)
 _OURS_SWITCHES = {
     "ours": {},
     "unconstrained": {"equal_heads": False},
@@ -93,6 +105,9 @@ def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
     t0 = time.time()
     if method == "dense":
         plan, extra, cut = None, {}, copy.deepcopy(dense)
+    elif method.startswith("tp-"):  # Torch-Pruning: magnitude or Taylor importance, Q/K/V head dims + MLP hidden
+        calib = torch.stack([splits.train[i][0] for i in range(64)])
+        cut, extra = tp_prune_to(dense, budget, method.removeprefix("tp-"), calib), {}
     else:
         plan, extra = _plan_for(method, dense, budget, seed, splits, args)
         cut = mhaprune.apply_plan(copy.deepcopy(dense), plan)

@@ -33,6 +33,7 @@ from mhaprune.pruning import PruneConfig, Pruner
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
 from ._io import finish_figure, write_csv
+from .torch_pruning_baseline import tp_prune_to
 
 MICRO = ["flatten_swin_micro", "deit_micro"]
 FULL = ["flatten_swin_tiny", "deit_small"]
@@ -87,7 +88,7 @@ def measure(model, input_size, batches, repeats: int, onnx: bool) -> dict:
     return r
 
 
-def run(models, budgets, roundings, batches, repeats: int, onnx: bool) -> list[dict]:
+def run(models, budgets, roundings, batches, repeats: int, onnx: bool, tp: bool) -> list[dict]:
     rows = []
     for name in models:
         seed_all(0)
@@ -97,7 +98,17 @@ def run(models, budgets, roundings, batches, repeats: int, onnx: bool) -> list[d
         calib = torch.randn(16, *size)
         dense_macs = count_macs(dense).total
         base = measure(dense, size, batches, repeats, onnx)
-        rows.append({"model": name, "budget": 1.0, "round_to": 1, "macs": dense_macs, "macs_ratio": 1.0, **base})
+        rows.append(
+            {
+                "model": name,
+                "method": "dense",
+                "budget": 1.0,
+                "round_to": 1,
+                "macs": dense_macs,
+                "macs_ratio": 1.0,
+                **base,
+            }
+        )
         print(
             f"{name}: dense {dense_macs / 1e6:.1f} M MACs, "
             + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in base.items())
@@ -105,19 +116,35 @@ def run(models, budgets, roundings, batches, repeats: int, onnx: bool) -> list[d
         for budget in budgets:
             for rt in roundings:
                 pruned = one_shot_plan(dense, budget, rt, calib)
-                macs = count_macs(pruned).total
-                t = measure(pruned, size, batches, repeats, onnx)
-                row = {"model": name, "budget": budget, "round_to": rt, "macs": macs, "macs_ratio": dense_macs / macs}
-                for k, v in t.items():
-                    row[k] = v
-                    row[f"speedup_{k}"] = base[k] / v
-                    row[f"efficiency_{k}"] = base[k] / v / row["macs_ratio"]
-                rows.append(row)
-                print(
-                    f"  {budget:.2f} round_to={rt}: MACs ratio {row['macs_ratio']:.2f}x; "
-                    + ", ".join(f"{k} {row['speedup_' + k]:.2f}x" for k in t)
+                rows.append(_row(name, budget, rt, "ours", pruned, dense_macs, base, size, batches, repeats, onnx))
+                _print(rows[-1], base)
+        if tp and "flatten" not in name:  # Torch-Pruning cannot prune FLatten (benchmarks/torch_pruning_baseline.py)
+            for budget in budgets:
+                pruned = tp_prune_to(dense, budget, calib=calib)
+                rows.append(
+                    _row(name, budget, 1, "torch-pruning", pruned, dense_macs, base, size, batches, repeats, onnx)
                 )
+                _print(rows[-1], base)
     return rows
+
+
+def _row(name, budget, rt, method, pruned, dense_macs, base, size, batches, repeats, onnx) -> dict:
+    macs = count_macs(pruned).total
+    t = measure(pruned, size, batches, repeats, onnx)
+    row = {"model": name, "method": method, "budget": budget, "round_to": rt, "macs": macs}
+    row["macs_ratio"] = dense_macs / macs
+    for k, v in t.items():
+        row[k] = v
+        row[f"speedup_{k}"] = base[k] / v
+        row[f"efficiency_{k}"] = base[k] / v / row["macs_ratio"]
+    return row
+
+
+def _print(row: dict, keys) -> None:
+    print(
+        f"  {row['method']} {row['budget']:.2f} round_to={row['round_to']}: MACs ratio {row['macs_ratio']:.2f}x; "
+        + ", ".join(f"{k} {row['speedup_' + k]:.2f}x" for k in keys)
+    )
 
 
 def plot(rows: list[dict], path: Path, keys: list[str]) -> None:
@@ -131,14 +158,15 @@ def plot(rows: list[dict], path: Path, keys: list[str]) -> None:
     for ax, key in zip(axes[0], keys):
         top = 1.0
         for name in models:
-            for rt, marker in ((1, "o"), (8, "s")):
+            for method, rt, marker in (("ours", 1, "o"), ("ours", 8, "s"), ("torch-pruning", 1, "^")):
                 pts = sorted(
                     (r["macs_ratio"], r[f"speedup_{key}"])
                     for r in rows
-                    if r["model"] == name and r["round_to"] == rt and f"speedup_{key}" in r
+                    if r["model"] == name and r["method"] == method and r["round_to"] == rt and f"speedup_{key}" in r
                 )
                 if pts:
-                    ax.plot(*zip(*pts), marker=marker, label=f"{name}" + (" (round 8)" if rt == 8 else ""))
+                    label = f"{name}, {method}" + (" (round 8)" if rt == 8 else "")
+                    ax.plot(*zip(*pts), marker=marker, label=label)
                     top = max(top, *(p[0] for p in pts), *(p[1] for p in pts))
         ax.plot([1, top], [1, top], "k--", lw=1, label="ideal (speedup = MACs ratio)")
         ax.set_xlabel("MACs ratio (dense / pruned)")
@@ -155,6 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed forwards per measurement (median)")
     p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
     p.add_argument("--no-onnx", action="store_true", help="torch eager only")
+    p.add_argument("--no-tp", action="store_true", help="skip the Torch-Pruning models")
     p.add_argument("--out", default="benchmarks/results/speed", help="results folder")
     args = p.parse_args(argv)
     if args.threads:
@@ -164,11 +193,11 @@ def main(argv=None) -> int:
     repeats = args.repeats or (10 if args.quick else 7)
     batches = [1, 32]
     t0 = time.time()
-    rows = run(models, budgets, [1, 8], batches, repeats, onnx=not args.no_onnx)
+    rows = run(models, budgets, [1, 8], batches, repeats, onnx=not args.no_onnx, tp=not args.no_tp)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     keys = [f"{e}_b{b}" for e in ("torch", "onnx") for b in batches if any(f"{e}_b{b}" in r for r in rows)]
-    write_csv(out / "speed.csv", rows, ("model", "budget", "round_to"))
+    write_csv(out / "speed.csv", rows, ("model", "method", "budget", "round_to"))
     meta = {**run_metadata(), "wall_s": round(time.time() - t0, 1), "repeats": repeats, "batches": batches}
     atomic_write_json(out / "speed.json", json.loads(json.dumps({"meta": meta, "rows": rows})))
     plot(rows, out / "speed.png", keys)

@@ -14,7 +14,8 @@ def test_speed_benchmark_writes_csv_json_plot(tmp_path):
         rows = list(csv.DictReader(f))
     dense = next(r for r in rows if float(r["budget"]) == 1.0)
     pruned = [r for r in rows if float(r["budget"]) < 1.0]
-    assert len(pruned) == 4  # 2 budgets x (round_to 1, 8)
+    assert len([r for r in pruned if r["method"] == "ours"]) == 4  # 2 budgets x (round_to 1, 8)
+    assert len([r for r in pruned if r["method"] == "torch-pruning"]) == 2
     for r in pruned:
         assert int(r["macs"]) <= float(r["budget"]) * int(dense["macs"]) + 1
         assert float(r["speedup_torch_b32"]) > 0
@@ -24,11 +25,29 @@ def test_speed_benchmark_writes_csv_json_plot(tmp_path):
     assert (out / "speed.png").stat().st_size > 10_000
 
 
+def test_torch_pruning_breaks_flatten_as_documented():
+    from benchmarks.torch_pruning_baseline import flatten_failure
+
+    assert "must match the size" in flatten_failure()
+
+
 def test_accuracy_benchmark_smoke(tmp_path):
     from benchmarks import accuracy
 
     out = tmp_path / "acc"
-    argv = ["--model", "deit_micro", "--methods", "ours", "l1", "dense", "--budgets", "0.5", "--seeds", "0"]
+    argv = [
+        "--model",
+        "deit_micro",
+        "--methods",
+        "ours",
+        "l1",
+        "tp-taylor",
+        "dense",
+        "--budgets",
+        "0.5",
+        "--seeds",
+        "0",
+    ]
     argv += ["--train-subset", "128", "--eval-subset", "64", "--search-epochs", "0.5", "--short-epochs", "0.5"]
     argv += ["--full-epochs", "1", "--batch-size", "32", "--out", str(out)]
     assert accuracy.main(argv) == 0
@@ -37,6 +56,7 @@ def test_accuracy_benchmark_smoke(tmp_path):
     assert stages == {
         ("ours", "no-ft"), ("ours", "short-ft"), ("ours", "full-ft"),
         ("l1", "no-ft"), ("l1", "short-ft"), ("l1", "full-ft"),
+        ("tp-taylor", "no-ft"), ("tp-taylor", "short-ft"), ("tp-taylor", "full-ft"),
         ("dense", "full-ft"),
     }  # fmt: skip
     for r in res["rows"]:
