@@ -138,3 +138,16 @@ def test_documented_bert_example_prunes_to_70_percent_and_reloads(tmp_path, monk
     assert attn.qkv.out_features < 3 * 64 and attn.num_heads == 4
     assert torch.equal(out(reloaded, calib), out(pruned, calib))
     assert isinstance(mhaprune.load_pruned(tmp_path / "bert-pruned"), transformers.BertForSequenceClassification)
+
+
+def test_pruner_takes_a_plain_hf_model_directly(tmp_path):
+    model = bert_model()
+    inputs = text_inputs()
+    ref = out(model, inputs)
+    pruner = mhaprune.Pruner(model, mhaprune.PruneConfig(target_macs=0.7), inputs)
+    assert type(model.bert.encoder.layer[0].attention).__name__ == "HFBertAttention"
+    pruner.prepare()
+    assert torch.equal(out(model, inputs), ref)
+    pruned = pruner.convert()
+    mhaprune.save_pruned(pruned, tmp_path / "p")
+    assert torch.equal(out(mhaprune.load_pruned(tmp_path / "p"), inputs), out(pruned, inputs))

@@ -73,3 +73,20 @@ def test_timm_pruned_to_70_percent_by_the_cli_then_exported_and_reloaded(kind, t
     assert export_onnx(copy.deepcopy(dense), tmp_path / "d.onnx")["max_abs_diff"] <= 1e-4
     x = torch.randn(3, *pruned.input_size)
     assert torch.equal(out(load_pruned(run), x), out(pruned, x))
+
+
+def test_pruner_takes_a_plain_timm_model_directly(tmp_path):
+    from mhaprune import PruneConfig, Pruner, save_pruned
+    from mhaprune.export import CheckpointError
+
+    name, kw = MODELS["deit"]
+    model = timm.create_model(name, **kw).eval()
+    x = torch.randn(4, 1, 28, 28)
+    ref = out(model, x)
+    pruner = Pruner(model, PruneConfig(target_macs=0.7), x)
+    pruner.prepare()
+    assert torch.equal(out(model, x), ref)
+    pruned = pruner.convert()
+    assert count_macs(pruned, x).total <= 0.7 * count_macs(from_timm(name, **kw), x).total + 1
+    with pytest.raises(CheckpointError, match="from_timm"):  # timm models do not record their build arguments
+        save_pruned(pruned, tmp_path / "p")

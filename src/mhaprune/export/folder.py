@@ -42,7 +42,10 @@ def save_model(model: nn.Module, out_dir: str | Path, extra: dict | None = None)
 
     arch = getattr(model, "arch_name", None)
     if arch is None:
-        raise CheckpointError("model has no arch_name; build it with mhaprune.create_model() so it can be rebuilt")
+        raise CheckpointError(
+            "model has no arch_name, so it cannot be rebuilt on load: build it with mhaprune.create_model(), "
+            "mhaprune.interop.from_timm(name, **kwargs) or mhaprune.interop.from_hf(...) / from_hf_model(model)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = {

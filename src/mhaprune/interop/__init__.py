@@ -113,6 +113,22 @@ def adapt(model: nn.Module) -> nn.Module:
     return model
 
 
+def adapt_if_foreign(model: nn.Module) -> nn.Module:
+    """Adapt ``model`` when it holds timm / Hugging Face attention modules (what :class:`mhaprune.Pruner` calls, so
+    that it takes those models directly); a Hugging Face model also records how to rebuild it for saving."""
+    conv = _converters()
+    if not any(type(m) in conv for m in model.modules()):
+        return model
+    try:
+        import transformers
+
+        if isinstance(model, transformers.PreTrainedModel) and not hasattr(model, "arch_name"):
+            return from_hf_model(model)
+    except ImportError:
+        pass
+    return adapt(model)
+
+
 # ----------------------------------------------------------------------------------------- building, offline
 def _timm_input_size(model: nn.Module) -> tuple[int, int, int] | None:
     pe = getattr(model, "patch_embed", None)
@@ -243,6 +259,7 @@ __all__ = [
     "HFWindowAttention",
     "TimmAttention",
     "adapt",
+    "adapt_if_foreign",
     "additive_mask",
     "build_from_config",
     "from_hf",

@@ -51,7 +51,9 @@ class Pruner:
     """
 
     def __init__(self, model: nn.Module, cfg: PruneConfig, example_inputs: torch.Tensor | dict):
-        self.model, self.cfg = model, cfg
+        from ..interop import adapt_if_foreign  # timm / Hugging Face models are taken as they are
+
+        self.model, self.cfg = adapt_if_foreign(model), cfg
         if isinstance(example_inputs, dict):
             if not any(torch.is_tensor(v) for v in example_inputs.values()):
                 raise ValueError("example_inputs as a dict must hold tensors (e.g. input_ids, attention_mask)")
