@@ -29,6 +29,7 @@ import mhaprune
 from mhaprune.cost import count_macs
 from mhaprune.export import export_onnx
 from mhaprune.models._pretrained import pretrained_models
+from mhaprune.pipeline import measure_latency
 from mhaprune.pruning import PruneConfig, Pruner
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
@@ -45,18 +46,6 @@ def one_shot_plan(model, budget: float, round_to: int, calib: torch.Tensor):
     pruner = Pruner(work, PruneConfig(target_macs=budget, round_to=round_to), calib)
     pruner.prepare()
     return pruner.convert(pruner.plan()).eval()
-
-
-def time_torch(model, x, repeats: int) -> float:
-    with torch.inference_mode():
-        for _ in range(2):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def time_onnx(model, input_size, batches, repeats: int) -> dict[int, float]:
@@ -82,7 +71,7 @@ def time_onnx(model, input_size, batches, repeats: int) -> dict[int, float]:
 
 
 def measure(model, input_size, batches, repeats: int, onnx: bool) -> dict:
-    r = {f"torch_b{b}": time_torch(model, torch.randn(b, *input_size), repeats) for b in batches}
+    r = {f"torch_b{b}": measure_latency(model, input_size, batch=b, repeats=repeats, warmup=2) for b in batches}
     if onnx:
         r.update({f"onnx_b{b}": t for b, t in time_onnx(model, input_size, batches, repeats).items()})
     return r

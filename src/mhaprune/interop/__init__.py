@@ -12,6 +12,7 @@ config); loading rebuilds it without network access, adapts it, replays the plan
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from pathlib import Path
@@ -84,8 +85,13 @@ def _hf_converters() -> dict[type, callable]:
     return conv
 
 
+@functools.cache
 def _converters() -> dict[type, callable]:
+    """Foreign attention class -> converter; imports timm / transformers and registers the MLP adapters, once."""
     return {**_timm_converters(), **_hf_converters()}
+
+
+_FOREIGN_PACKAGES = ("timm.", "transformers.")
 
 
 def adapt(model: nn.Module) -> nn.Module:
@@ -116,6 +122,8 @@ def adapt(model: nn.Module) -> nn.Module:
 def adapt_if_foreign(model: nn.Module) -> nn.Module:
     """Adapt ``model`` when it holds timm / Hugging Face attention modules (what :class:`mhaprune.Pruner` calls, so
     that it takes those models directly); a Hugging Face model also records how to rebuild it for saving."""
+    if not any(type(m).__module__.startswith(_FOREIGN_PACKAGES) for m in model.modules()):
+        return model  # our own models: no need to import timm or transformers (seconds)
     conv = _converters()
     if not any(type(m) in conv for m in model.modules()):
         return model
