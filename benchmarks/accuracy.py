@@ -13,7 +13,13 @@ Methods: ``ours`` (the full method), ``unconstrained`` (ours without the equal-p
 the widest for a deployable model, as reported in MACs), ``l1`` (uniform keep ratio, L1 channel choice), ``random``
 (random channels, equal per head), ``ablate-similarity`` / ``ablate-reweight`` / ``ablate-attn-init`` (ours with one
 part switched off), ``tp-magnitude`` / ``tp-taylor`` (Torch-Pruning head-dimension pruning; not for FLatten models,
-see ``benchmarks/torch_pruning_baseline.py``).
+see ``benchmarks/torch_pruning_baseline.py``), ``oneshot`` (Kwon et al.-style post-training pruning: Fisher importance
+from ``--calib-size`` labelled training images, greedy mask search under the budget, least-squares mask rescaling;
+``mhaprune.pruning.oneshot``).
+
+Rows already in ``--out``/accuracy.json are kept and their (method, budget, seed) cells skipped, so a run can be
+extended (more methods, seeds) or resumed; every invocation is recorded under ``runs``. Each row carries the wall
+time of its pruning step (search or one-shot) and of its fine-tune, for the cost table.
 
 Writes ``accuracy.csv`` / ``accuracy.json`` (machine, versions, git hash, command) and ``accuracy.png`` (one panel
 per stage) to ``--out``; rows are appended as runs finish, so an interrupted benchmark keeps what it measured.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import time
 from pathlib import Path
@@ -32,7 +39,7 @@ import torch
 import mhaprune
 from mhaprune.data import build_data
 from mhaprune.pipeline import prune
-from mhaprune.pruning import PruneConfig, l1_plan, random_plan
+from mhaprune.pruning import PruneConfig, l1_plan, oneshot_prune, random_plan
 from mhaprune.train import ClassificationLoss, DistillationLoss, TrainConfig, Trainer, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
@@ -46,6 +53,7 @@ METHODS = (
     "random",
     "tp-magnitude",
     "tp-taylor",
+    "oneshot",
     "ablate-similarity",
     "ablate-reweight",
     "ablate-attn-init",
@@ -73,16 +81,25 @@ def _recipe(epochs: float, args, lr=None) -> TrainConfig:
     )
 
 
-def _plan_for(method: str, model, budget: float, seed: int, splits, args):
-    """Baseline plans are cut directly; ours (and its variants) run the search first (returns plan, search report)."""
+def _cut(method: str, model, budget: float, seed: int, splits, args):
+    """The pruned model right after pruning and its extra report fields. Baselines cut the dense weights; ours (and
+    its variants) returns what the pipeline returns: the search-trained weights with the reweight folded in."""
     if method == "l1":
-        return l1_plan(model, model.input_size, budget), {}
+        return mhaprune.apply_plan(copy.deepcopy(model), l1_plan(model, model.input_size, budget)), {}
     if method == "random":
-        return random_plan(model, model.input_size, budget, seed=seed), {}
+        return mhaprune.apply_plan(copy.deepcopy(model), random_plan(model, model.input_size, budget, seed=seed)), {}
     cfg = PruneConfig(target_macs=budget, seed=seed, **_OURS_SWITCHES[method])
     search = _recipe(args.search_epochs, args, lr=args.lr)
     res = prune(copy.deepcopy(model), cfg, splits.train, None, search, _recipe(0.0, args), calib_size=64)
-    return res.plan, {"search_s": res.report["search_s"], "search_steps": res.report["search_steps"]}
+    extra = {"prune_s": round(res.report["search_s"], 1), "search_steps": res.report["search_steps"]}
+    return res.model, extra
+
+
+def _calibration(train, n: int, seed: int):
+    """``n`` labelled training images drawn with ``seed`` (the same draw for every method at a seed)."""
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+    items = [train[int(i)] for i in idx]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
 def _finetune(model, teacher, epochs: float, splits, args):
@@ -104,13 +121,16 @@ def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
     seed_all(seed)
     t0 = time.time()
     if method == "dense":
-        plan, extra, cut = None, {}, copy.deepcopy(dense)
+        extra, cut = {}, copy.deepcopy(dense)
     elif method.startswith("tp-"):  # Torch-Pruning: magnitude or Taylor importance, Q/K/V head dims + MLP hidden
         calib = torch.stack([splits.train[i][0] for i in range(64)])
         cut, extra = tp_prune_to(dense, budget, method.removeprefix("tp-"), calib), {}
+    elif method == "oneshot":
+        x, y = _calibration(splits.train, args.calib_size, seed)
+        cut, _, rep = oneshot_prune(dense, budget, x.to(args.device), y.to(args.device))
+        extra = {"prune_s": round(time.time() - t0, 1), "calibration_samples": len(y)}
     else:
-        plan, extra = _plan_for(method, dense, budget, seed, splits, args)
-        cut = mhaprune.apply_plan(copy.deepcopy(dense), plan)
+        cut, extra = _cut(method, dense, budget, seed, splits, args)
     macs = mhaprune.count_macs(cut).total
     base = {"method": method, "budget": budget, "seed": seed, "macs": macs, **extra}
     if method != "dense":
@@ -119,8 +139,10 @@ def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
         if method == "dense" and stage == "short-ft":
             continue
         seed_all(seed)
+        t1 = time.time()
         tuned = _finetune(copy.deepcopy(cut), teacher, epochs, splits, args)
-        write_row({**base, "stage": stage, "finetune_epochs": epochs, **_scores(tuned, splits, args)})
+        ft = {"finetune_s": round(time.time() - t1, 1)}
+        write_row({**base, "stage": stage, "finetune_epochs": epochs, **ft, **_scores(tuned, splits, args)})
     print(f"{method} @ {budget:.2f} seed {seed}: {time.time() - t0:.0f} s", flush=True)
 
 
@@ -187,6 +209,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--kd-alpha", type=float, default=0.5)
+    p.add_argument("--calib-size", type=int, default=256, help="labelled calibration images of the one-shot baseline")
     p.add_argument("--train-subset", type=int, default=None, help="use only this many training images (smoke tests)")
     p.add_argument("--eval-subset", type=int, default=None, help="evaluate on only this many images (smoke tests)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -206,15 +229,23 @@ def main(argv=None) -> int:
             ds.indices = (ds.indices if ds.indices is not None else torch.arange(len(ds)))[:n]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
+    old = json.loads((out / "accuracy.json").read_text()) if (out / "accuracy.json").exists() else {}
+    rows: list[dict] = old.get("rows", [])
+    done = {
+        (r["method"], r["budget"] if r["method"] != "dense" else None, r["seed"])
+        for r in rows
+        if r["stage"] == "full-ft"
+    }
+    runs = old.get("runs") or ([old["meta"]] if "meta" in old else [])
     t0 = time.time()
+    this_run = {**run_metadata(), "args": vars(args)}
 
     def write_row(row):
         rows.append(row)
-        meta = {**run_metadata(), "wall_s": round(time.time() - t0, 1), "args": vars(args)}
+        meta = {**this_run, "wall_s": round(time.time() - t0, 1)}
         dense_macs = mhaprune.count_macs(dense).total
         summary = summarise(rows)
-        result = {"meta": meta, "dense_macs": dense_macs, "rows": rows, "summary": summary}
+        result = {"runs": [*runs, meta], "dense_macs": dense_macs, "rows": rows, "summary": summary}
         atomic_write_json(out / "accuracy.json", result)
         write_csv(out / "accuracy.csv", rows, ("method", "budget", "seed", "stage"))
         plot(summary, dense_macs, out / "accuracy.png")
@@ -224,6 +255,10 @@ def main(argv=None) -> int:
             for method in methods:
                 if method == "dense" and budget != budgets[0]:
                     continue
+                if (method, budget if method != "dense" else None, seed) in done:
+                    print(f"{method} @ {budget:.2f} seed {seed}: already in {out}/accuracy.json, skipped")
+                    continue
+                rows[:] = [r for r in rows if (r["method"], r["budget"], r["seed"]) != (method, budget, seed)]
                 run_one(method, budget, seed, dense, teacher, splits, args, write_row)
     print(f"wrote {out}/accuracy.csv, accuracy.json, accuracy.png in {time.time() - t0:.0f} s")
     return 0

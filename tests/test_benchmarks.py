@@ -42,6 +42,7 @@ def test_accuracy_benchmark_smoke(tmp_path):
         "ours",
         "l1",
         "tp-taylor",
+        "oneshot",
         "dense",
         "--budgets",
         "0.5",
@@ -49,7 +50,7 @@ def test_accuracy_benchmark_smoke(tmp_path):
         "0",
     ]
     argv += ["--train-subset", "128", "--eval-subset", "64", "--search-epochs", "0.5", "--short-epochs", "0.5"]
-    argv += ["--full-epochs", "1", "--batch-size", "32", "--out", str(out)]
+    argv += ["--full-epochs", "1", "--batch-size", "32", "--calib-size", "8", "--out", str(out)]
     assert accuracy.main(argv) == 0
     res = json.loads((out / "accuracy.json").read_text())
     stages = {(r["method"], r["stage"]) for r in res["rows"]}
@@ -57,9 +58,19 @@ def test_accuracy_benchmark_smoke(tmp_path):
         ("ours", "no-ft"), ("ours", "short-ft"), ("ours", "full-ft"),
         ("l1", "no-ft"), ("l1", "short-ft"), ("l1", "full-ft"),
         ("tp-taylor", "no-ft"), ("tp-taylor", "short-ft"), ("tp-taylor", "full-ft"),
+        ("oneshot", "no-ft"), ("oneshot", "short-ft"), ("oneshot", "full-ft"),
         ("dense", "full-ft"),
     }  # fmt: skip
     for r in res["rows"]:
         assert r["method"] == "dense" or r["macs"] <= 0.5 * res["dense_macs"] + 1
         assert 0 <= r["test_top1"] <= 100
+        assert (r["method"] in ("ours", "oneshot")) == ("prune_s" in r)
+        assert (r["stage"] == "no-ft") == ("finetune_s" not in r)
     assert (out / "accuracy.png").exists() and (out / "accuracy.csv").exists()
+    # a second invocation keeps the finished cells, runs only the new ones and records both runs
+    rest = argv[argv.index("--budgets") :]
+    assert accuracy.main([*argv[:2], "--methods", "l1", "random", *rest]) == 0
+    again = json.loads((out / "accuracy.json").read_text())
+    assert again["rows"][: len(res["rows"])] == res["rows"]
+    assert {r["method"] for r in again["rows"][len(res["rows"]) :]} == {"random"}
+    assert len(again["runs"]) == 2

@@ -3,6 +3,7 @@
 from .baselines import keep_all_plan, l1_plan, random_plan, scored_plan
 from .budget import ModelCost, plan_from_rankings, uniform_widths
 from .config import ConfigError, PruneConfig, parse_macs
+from .oneshot import fisher_plan, fisher_scores, oneshot_prune, rescale_outputs
 from .plan import LayerPlan, Plan, PlanError
 from .pruner import Pruner
 from .spec import Adapter, LinearPairMlpAdapter, get_adapter, prunable_modules, register_adapter
@@ -19,14 +20,18 @@ __all__ = [
     "PruneConfig",
     "Pruner",
     "apply_plan",
+    "fisher_plan",
+    "fisher_scores",
     "get_adapter",
     "keep_all_plan",
     "l1_plan",
+    "oneshot_prune",
     "random_plan",
     "scored_plan",
     "parse_macs",
     "plan_from_rankings",
     "prunable_modules",
     "register_adapter",
+    "rescale_outputs",
     "uniform_widths",
 ]
