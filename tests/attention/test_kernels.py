@@ -7,7 +7,7 @@ from mhaprune.models.attention import Attention, PvtAttention, WindowAttention
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
-@pytest.mark.parametrize("dims", [(16, 16), (8, 24)])
+@pytest.mark.parametrize("dims", [(16, 16), (8, 24), (24, 8)])  # pruned Q/K narrower or wider than V (padded)
 def test_softmax_fused_equals_explicit(with_bias, dims):
     dqk, dv = dims
     q, k = torch.randn(2, 3, 10, dqk, dtype=torch.float64), torch.randn(2, 3, 12, dqk, dtype=torch.float64)
@@ -18,6 +18,14 @@ def test_softmax_fused_equals_explicit(with_bias, dims):
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     ref = torch.softmax(q @ k.transpose(-2, -1) * 0.3 + (0 if bias is None else bias), -1) @ v
     torch.testing.assert_close(a, ref, rtol=1e-12, atol=1e-12)
+    assert b.shape == (2, 3, 10, dv)
+    grads = []
+    for fused in (False, True):
+        t = [x.clone().requires_grad_() for x in (q, k, v)]
+        (softmax_attention(*t, 0.3, bias, fused=fused) ** 2).sum().backward()
+        grads.append([x.grad for x in t])
+    for ga, gb in zip(*grads):
+        torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -26,6 +34,8 @@ def test_softmax_fused_equals_explicit(with_bias, dims):
         lambda: Attention(48, 3, qk_head_dim=8, v_head_dim=12),
         lambda: WindowAttention(48, 4, 3, qk_head_dim=8, v_head_dim=12),
         lambda: PvtAttention(48, 3, sr_ratio=2, qk_head_dim=8, v_head_dim=12),
+        lambda: Attention(48, 3, qk_head_dim=12, v_head_dim=5),
+        lambda: WindowAttention(48, 4, 3, qk_head_dim=12, v_head_dim=5),
     ],
 )
 def test_modules_fused_equals_explicit_float64(make):

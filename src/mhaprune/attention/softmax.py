@@ -25,7 +25,10 @@ def softmax_attention(
         bias: additive logit bias broadcastable to ``(B, h, N, M)`` (relative position bias, shift mask).
         dropout_p: attention dropout probability (apply only in training).
         fused: use :func:`torch.nn.functional.scaled_dot_product_attention`. The explicit path is the
-            reference and the one that FLOP counters can see.
+            reference and the one that FLOP counters can see. When pruning left ``d_qk != d_v``, the narrower side
+            is zero-padded to the wider for the fused call (exact: zero query/key channels add nothing to the logits,
+            zero value channels are cut from the output), because the fused kernels need equal widths and fall back
+            to a slow unfused path otherwise (measured on CPU: 2.1x slower for 22/16 than for 22/22).
 
     Returns:
         ``(B, h, N, d_v)``.
@@ -33,7 +36,15 @@ def softmax_attention(
     if fused:
         if bias is not None:
             bias = bias.to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+        d_qk, d_v = q.shape[-1], v.shape[-1]
+        if d_qk == d_v or torch.jit.is_tracing():  # exporters decompose SDPA anyway: padding would only add work
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+        if d_qk < d_v:
+            q, k = F.pad(q, (0, d_v - d_qk)), F.pad(k, (0, d_v - d_qk))
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+        v = F.pad(v, (0, d_qk - d_v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+        return out[..., :d_v]
     attn = (q * scale) @ k.transpose(-2, -1)
     if bias is not None:
         attn = attn + bias
