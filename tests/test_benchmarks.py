@@ -3,6 +3,7 @@
 import csv
 import json
 
+import pytest
 from benchmarks import speed
 
 
@@ -74,3 +75,20 @@ def test_accuracy_benchmark_smoke(tmp_path):
     assert again["rows"][: len(res["rows"])] == res["rows"]
     assert {r["method"] for r in again["rows"][len(res["rows"]) :]} == {"random"}
     assert len(again["runs"]) == 2
+
+
+def test_cost_benchmark_reports_every_phase_against_a_dense_epoch(tmp_path):
+    from benchmarks import cost
+
+    out = tmp_path / "cost"
+    argv = ["--model", "deit_micro", "--train-subset", "256", "--batch-size", "32", "--calib-size", "4"]
+    argv += ["--dense-epochs", "0.5", "--search-epochs", "0.5", "--finetune-epochs", "0.5", "--out", str(out)]
+    assert cost.main(argv) == 0
+    res = json.loads((out / "cost.json").read_text())
+    rows = {r["phase"]: r for r in res["rows"]}
+    assert set(rows) == set(cost.PHASES)
+    assert rows["dense-train"]["dense_epochs_equiv"] == pytest.approx(0.5, rel=1e-2)
+    for r in rows.values():
+        assert r["wall_s"] > 0 and r["rss_peak_mb"] >= r["rss_before_mb"] > 0
+        assert r["dense_epochs_equiv"] == pytest.approx(r["wall_s"] / rows["dense-train"]["per_epoch_s"], rel=1e-2)
+    assert res["meta"]["args"]["model"] == "deit_micro" and "git" in res["meta"]
