@@ -92,3 +92,23 @@ def test_cost_benchmark_reports_every_phase_against_a_dense_epoch(tmp_path):
         assert r["wall_s"] > 0 and r["rss_peak_mb"] >= r["rss_before_mb"] > 0
         assert r["dense_epochs_equiv"] == pytest.approx(r["wall_s"] / rows["dense-train"]["per_epoch_s"], rel=1e-2)
     assert res["meta"]["args"]["model"] == "deit_micro" and "git" in res["meta"]
+
+
+def test_accuracy_table_is_mean_and_std_over_seeds_of_the_rows():
+    import statistics
+
+    from benchmarks.tables import accuracy_table
+
+    rows = [
+        {"method": m, "budget": 0.5, "seed": s, "stage": st, "macs": 50, "test_top1": acc}
+        for m, base in (("ours", 90.0), ("l1", 89.0))
+        for s in range(3)
+        for st, acc in (("no-ft", base - s), ("short-ft", base + 0.5 * s), ("full-ft", base + 1))
+    ]
+    rows.append({"method": "dense", "budget": 0.5, "seed": 0, "stage": "full-ft", "macs": 100, "test_top1": 91.0})
+    table = accuracy_table({"rows": rows, "dense_macs": 100}).splitlines()
+    assert table[2] == "| 100% | dense, fine-tuned as long (control) | 100% | | | 91.00 |"
+    ours = next(line for line in table if "| ours |" in line).split(" | ")
+    no_ft = [90.0, 89.0, 88.0]
+    assert ours[3] == f"{statistics.mean(no_ft):.2f} ± {statistics.stdev(no_ft):.2f} (n=3)"
+    assert ours[2] == "50.0%" and ours[5].startswith("91.00 ± 0.00")
