@@ -139,6 +139,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     t0 = time.time()
+    meta = {**run_metadata(), "args": vars(args)}  # git state at the start: the code that runs
     for phase in args.phases:
         with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
             row = pool.submit(run_phase, phase, vars(args)).result()
@@ -150,7 +151,7 @@ def main(argv=None) -> int:
             r["dense_epochs_equiv"] = round(r["wall_s"] / unit, 3)
             if r["per_epoch_s"]:
                 r["per_epoch_vs_dense"] = round(r["per_epoch_s"] / unit, 3)
-    meta = {**run_metadata(), "wall_s": round(time.time() - t0, 1), "args": vars(args)}
+    meta["wall_s"] = round(time.time() - t0, 1)
     atomic_write_json(out / "cost.json", {"meta": meta, "rows": rows})
     write_csv(out / "cost.csv", rows, ("phase", "wall_s", "epochs", "per_epoch_s", "dense_epochs_equiv"))
     print(f"wrote {out}/cost.csv, cost.json in {time.time() - t0:.0f} s")
