@@ -112,3 +112,19 @@ def test_accuracy_table_is_mean_and_std_over_seeds_of_the_rows():
     no_ft = [90.0, 89.0, 88.0]
     assert ours[3] == f"{statistics.mean(no_ft):.2f} ± {statistics.stdev(no_ft):.2f} (n=3)"
     assert ours[2] == "50.0%" and ours[5].startswith("91.00 ± 0.00")
+
+
+def test_allocation_counts_kept_channels_per_stage():
+    from benchmarks.allocation import kept_by_stage
+
+    import mhaprune
+    from mhaprune.pruning import keep_all_plan, random_plan
+
+    model = mhaprune.create_model("flatten_swin_micro")
+    assert set(kept_by_stage(keep_all_plan(model, model.input_size)).values()) == {1.0}
+    plan = random_plan(model, model.input_size, 0.5)
+    kept = kept_by_stage(plan)
+    lp = plan.layers["layers.0.blocks.0.mlp"], plan.layers["layers.0.blocks.1.mlp"]
+    total = sum(lp_.shapes["hidden"][1] for lp_ in lp)
+    assert kept["stage 0 hidden"] == round(sum(len(x.keep["hidden"][0]) for x in lp) / total, 3)
+    assert len(kept) == 12  # 4 stages x (qk, v, hidden)
