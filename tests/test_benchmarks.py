@@ -90,7 +90,9 @@ def test_cost_benchmark_reports_every_phase_against_a_dense_epoch(tmp_path):
     assert rows["dense-train"]["dense_epochs_equiv"] == pytest.approx(0.5, rel=1e-2)
     for r in rows.values():
         assert r["wall_s"] > 0 and r["rss_peak_mb"] >= r["rss_before_mb"] > 0
-        assert r["dense_epochs_equiv"] == pytest.approx(r["wall_s"] / rows["dense-train"]["per_epoch_s"], rel=1e-2)
+        assert r["dense_epochs_equiv"] == pytest.approx(
+            r["wall_s"] / rows["dense-train"]["per_epoch_s"], rel=1e-2, abs=2e-3
+        )  # 3 decimals
     assert res["meta"]["args"]["model"] == "deit_micro" and "git" in res["meta"]
 
 
