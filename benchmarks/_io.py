@@ -1,9 +1,11 @@
-"""Shared output helpers of the benchmark entry points."""
+"""Shared helpers of the benchmark entry points (outputs, calibration draws)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+
+import torch
 
 
 def write_csv(path: Path, rows: list[dict], first: tuple[str, ...]) -> None:
@@ -23,3 +25,10 @@ def finish_figure(fig, axes, path: Path) -> None:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def labelled_calibration(train, n: int, seed: int):
+    """``n`` labelled training images drawn with ``seed`` (the same draw for every method at a seed)."""
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+    items = [train[int(i)] for i in idx]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])

@@ -43,7 +43,7 @@ from mhaprune.pruning import PruneConfig, l1_plan, oneshot_prune, random_plan
 from mhaprune.train import ClassificationLoss, DistillationLoss, TrainConfig, Trainer, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import finish_figure, write_csv
+from ._io import finish_figure, labelled_calibration, write_csv
 from .torch_pruning_baseline import tp_prune_to
 
 METHODS = (
@@ -95,13 +95,6 @@ def _cut(method: str, model, budget: float, seed: int, splits, args):
     return res.model, extra
 
 
-def _calibration(train, n: int, seed: int):
-    """``n`` labelled training images drawn with ``seed`` (the same draw for every method at a seed)."""
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
-    items = [train[int(i)] for i in idx]
-    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
-
-
 def _finetune(model, teacher, epochs: float, splits, args):
     if epochs <= 0:
         return model
@@ -126,7 +119,7 @@ def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
         calib = torch.stack([splits.train[i][0] for i in range(64)])
         cut, extra = tp_prune_to(dense, budget, method.removeprefix("tp-"), calib), {}
     elif method == "oneshot":
-        x, y = _calibration(splits.train, args.calib_size, seed)
+        x, y = labelled_calibration(splits.train, args.calib_size, seed)
         cut, _, rep = oneshot_prune(dense, budget, x.to(args.device), y.to(args.device))
         extra = {"prune_s": round(time.time() - t0, 1), "calibration_samples": len(y)}
     else:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 import mhaprune
 from mhaprune.data import build_data
 from mhaprune.pruning import Plan, fisher_plan, l1_plan
 from mhaprune.utils import atomic_write_json, run_metadata
+
+from ._io import labelled_calibration
 
 
 def kept_by_stage(plan: Plan) -> dict[str, float]:
@@ -41,9 +41,7 @@ def main(argv=None) -> int:
     ours = Plan.load(args.ours_plan)
     model = mhaprune.create_model(ours.architecture, pretrained=True).eval()
     train = build_data("fashion-mnist", model.input_size, augment=False).train
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: args.calib_size]
-    x = torch.stack([train[int(i)][0] for i in idx])
-    y = torch.tensor([int(train[int(i)][1]) for i in idx])
+    x, y = labelled_calibration(train, args.calib_size, 0)
     target = ours.pruned_macs / ours.dense_macs
     plans = {
         "ours": ours,

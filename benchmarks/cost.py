@@ -62,6 +62,8 @@ def run_phase(phase: str, args: dict) -> dict:
     from mhaprune.train import ClassificationLoss, DistillationLoss, Trainer
     from mhaprune.utils import seed_all
 
+    from ._io import labelled_calibration
+
     if args["threads"]:
         torch.set_num_threads(args["threads"])
     seed_all(0)
@@ -84,11 +86,8 @@ def run_phase(phase: str, args: dict) -> dict:
         prune(dense, cfg, splits.train, None, _recipe(args["search_epochs"], args), _recipe(0.0, args))
         epochs = args["search_epochs"]
     elif phase == "oneshot":
-        g = torch.Generator().manual_seed(0)
-        idx = torch.randperm(len(splits.train), generator=g)[: args["calib_size"]]
-        items = [splits.train[int(i)] for i in idx]
-        x = torch.stack([a for a, _ in items]).to(dev)
-        y = torch.tensor([int(b) for _, b in items], device=dev)
+        x, y = labelled_calibration(splits.train, args["calib_size"], 0)
+        x, y = x.to(dev), y.to(dev)
         oneshot_prune(dense, args["budget"], x, y)
     elif phase == "l1":
         mhaprune.apply_plan(copy.deepcopy(dense), l1_plan(dense, dense.input_size, args["budget"]))
