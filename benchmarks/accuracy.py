@@ -120,7 +120,7 @@ def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
         cut, extra = tp_prune_to(dense, budget, method.removeprefix("tp-"), calib), {}
     elif method == "oneshot":
         x, y = labelled_calibration(splits.train, args.calib_size, seed)
-        cut, _, rep = oneshot_prune(dense, budget, x.to(args.device), y.to(args.device))
+        cut, _, _ = oneshot_prune(dense, budget, x.to(args.device), y.to(args.device))
         extra = {"prune_s": round(time.time() - t0, 1), "calibration_samples": len(y)}
     else:
         cut, extra = _cut(method, dense, budget, seed, splits, args)

@@ -37,12 +37,9 @@ def softmax_attention(
         if bias is not None:
             bias = bias.to(q.dtype)
         d_qk, d_v = q.shape[-1], v.shape[-1]
-        if d_qk == d_v or torch.jit.is_tracing():  # exporters decompose SDPA anyway: padding would only add work
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
-        if d_qk < d_v:
-            q, k = F.pad(q, (0, d_v - d_qk)), F.pad(k, (0, d_v - d_qk))
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
-        v = F.pad(v, (0, d_qk - d_v))
+        if d_qk != d_v and not torch.jit.is_tracing():  # exporters decompose SDPA anyway: padding would only add work
+            width = max(d_qk, d_v)
+            q, k, v = (F.pad(t, (0, width - t.shape[-1])) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
         return out[..., :d_v]
     attn = (q * scale) @ k.transpose(-2, -1)
