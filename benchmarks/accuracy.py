@@ -9,13 +9,14 @@ fine-tune (``--short-epochs``, its own schedule) and after the full fine-tune (`
 "dense" fine-tunes the dense model for the full budget. Accuracies are top-1 on the 5,000-image validation split
 (used for every decision) and on the 10,000-image test split (reported only).
 
-Methods: ``ours`` (the full method), ``unconstrained`` (ours without the equal-per-head adjustment: heads padded to
-the widest for a deployable model, as reported in MACs), ``l1`` (uniform keep ratio, L1 channel choice), ``random``
-(random channels, equal per head), ``ablate-similarity`` / ``ablate-reweight`` / ``ablate-attn-init`` (ours with one
-part switched off), ``tp-magnitude`` / ``tp-taylor`` (Torch-Pruning head-dimension pruning; not for FLatten models,
-see ``benchmarks/torch_pruning_baseline.py``), ``oneshot`` (Kwon et al.-style post-training pruning: Fisher importance
-from ``--calib-size`` labelled training images, greedy mask search under the budget, least-squares mask rescaling;
-``mhaprune.pruning.oneshot``).
+Methods: ``ours`` (the full method, library defaults), ``ours-paper`` (the full method with the paper's starting
+choices: squared regulariser, attention-difference init on linear-attention Q/K only), ``unconstrained`` (ours
+without the equal-per-head adjustment: heads padded to the widest for a deployable model, as reported in MACs),
+``l1`` (uniform keep ratio, L1 channel choice), ``random`` (random channels, equal per head), ``ablate-similarity``
+/ ``ablate-reweight`` / ``ablate-attn-init`` (ours with one part switched off), ``tp-magnitude`` / ``tp-taylor``
+(Torch-Pruning head-dimension pruning; not for FLatten models, see ``benchmarks/torch_pruning_baseline.py``),
+``oneshot`` (Kwon et al.-style post-training pruning: Fisher importance from ``--calib-size`` labelled training
+images, greedy mask search under the budget, least-squares mask rescaling; ``mhaprune.pruning.oneshot``).
 
 Rows already in ``--out``/accuracy.json are kept and their (method, budget, seed) cells skipped, so a run can be
 extended (more methods, seeds) or resumed; every invocation is recorded under ``runs``. Each row carries the wall
@@ -48,6 +49,7 @@ from .torch_pruning_baseline import tp_prune_to
 
 METHODS = (
     "ours",
+    "ours-paper",
     "unconstrained",
     "l1",
     "random",
@@ -60,6 +62,7 @@ METHODS = (
 )
 _OURS_SWITCHES = {
     "ours": {},
+    "ours-paper": {"regularizer": "squared", "attn_init_scope": "linear"},
     "unconstrained": {"equal_heads": False},
     "ablate-similarity": {"similarity": False},
     "ablate-reweight": {"reweight": False},
@@ -239,6 +242,8 @@ def main(argv=None) -> int:
         dense_macs = mhaprune.count_macs(dense).total
         summary = summarise(rows)
         result = {"runs": [*runs, meta], "dense_macs": dense_macs, "rows": rows, "summary": summary}
+        if old.get("notes"):
+            result["notes"] = old["notes"]
         atomic_write_json(out / "accuracy.json", result)
         write_csv(out / "accuracy.csv", rows, ("method", "budget", "seed", "stage"))
         plot(summary, dense_macs, out / "accuracy.png")

@@ -130,3 +130,32 @@ def test_allocation_counts_kept_channels_per_stage():
     total = sum(lp_.shapes["hidden"][1] for lp_ in lp)
     assert kept["stage 0 hidden"] == round(sum(len(x.keep["hidden"][0]) for x in lp) / total, 3)
     assert len(kept) == 12  # 4 stages x (qk, v, hidden)
+
+
+def test_search_options_benchmark_uses_only_the_validation_split(tmp_path, monkeypatch):
+    from benchmarks import search_options
+
+    seen = []
+    real = search_options.evaluate
+    monkeypatch.setattr(search_options, "evaluate", lambda m, ds, **kw: seen.append(len(ds)) or real(m, ds, **kw))
+    out = tmp_path / "opts"
+    argv = ["--model", "deit_micro", "--budgets", "0.5", "--variants", "paper", "log+init-all"]
+    argv += ["--train-subset", "128", "--eval-subset", "48", "--search-epochs", "0.5", "--batch-size", "32"]
+    assert search_options.main([*argv, "--out", str(out)]) == 0
+    res = json.loads((out / "search_options.json").read_text())
+    assert [r["variant"] for r in res["rows"]] == ["paper", "log+init-all"]
+    assert seen == [48, 48]  # the 48-image validation subset, never the 10,000-image test split
+    for r in res["rows"]:
+        assert r["macs"] <= 0.5 * mhaprune_dense_macs("deit_micro") + 1
+        assert r["options"] == search_options.VARIANTS[r["variant"]]
+        assert r["search_steps"] == 2 and 0 <= r["val_top1"] <= 100
+        assert all(0 < v <= 1 for v in r["kept"].values())
+    # finished cells are kept and skipped
+    assert search_options.main([*argv, "--out", str(out)]) == 0
+    assert json.loads((out / "search_options.json").read_text())["rows"] == res["rows"]
+
+
+def mhaprune_dense_macs(name):
+    import mhaprune
+
+    return mhaprune.count_macs(mhaprune.create_model(name)).total

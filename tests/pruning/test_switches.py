@@ -111,7 +111,7 @@ def test_reweight_switch(swin):
 
 def test_attention_difference_init_switch(swin):
     m, x = swin
-    cfg = PruneConfig(target_macs=0.7)
+    cfg = PruneConfig(target_macs=0.7, attn_init_scope="linear")
     on = Pruner(m, cfg, x)
     on.prepare()
     for path, s in on.states.items():
@@ -119,7 +119,7 @@ def test_attention_difference_init_switch(swin):
         if ind is None:
             continue
         linear = hasattr(m.get_submodule(path), "focusing_factor")
-        assert (ind.std() > 0.1) == linear  # only linear-attention Q/K by default
+        assert (ind.std() > 0.1) == linear  # only linear-attention Q/K in the paper's scope
         if linear:
             assert abs(float(ind.detach().mean()) - cfg.init_logit) < 1e-5
     m2 = unfuse(mhaprune.create_model("flatten_swin_micro")).eval()
@@ -128,11 +128,12 @@ def test_attention_difference_init_switch(swin):
     assert all(torch.all(st.indicator == 3.0) for s in off.states.values() for st in s.values())
 
 
-def test_attention_init_scope_all_initialises_v_and_mlp(swin):
+def test_attention_init_scope_all_initialises_every_group_by_default(swin):
     m, x = swin
-    p = Pruner(m, PruneConfig(target_macs=0.7, attn_init_scope="all"), x)
+    p = Pruner(m, PruneConfig(target_macs=0.7), x)
     p.prepare()
-    assert all(st.indicator.std() > 0.1 for st in states(p, "v") + states(p, "hidden"))
+    assert all(st.indicator.std() > 0.1 for st in states(p, "qk") + states(p, "v") + states(p, "hidden"))
+    assert all(float(st.indicator.detach().min()) >= p.cfg.init_min for st in states(p, "hidden"))
 
 
 def test_attention_difference_ranks_a_dead_channel_last():
@@ -162,7 +163,7 @@ def test_threshold_switch():
 
 def test_regularizer_switch(swin):
     m, x = swin
-    sq = Pruner(m, PruneConfig(target_macs=0.99), x)
+    sq = Pruner(m, PruneConfig(target_macs=0.99, regularizer="squared"), x)
     sq.prepare()
     assert float(sq.regularization_loss().detach()) > 0  # dense model above a 99% target
     with torch.no_grad():

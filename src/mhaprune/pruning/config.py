@@ -63,7 +63,9 @@ class PruneConfig:
             decide which channels of each head are kept); ``"sigmoid"`` counts ``α·σ(m) > 0.5`` (``α`` also moves
             the count; a channel with ``α ≤ 0.5`` can never be kept in this mode).
         init_logit: uniform initial indicator logit (``σ(3) ≈ 0.95``: everything kept at the start).
-        regularizer: ``"squared"``: ``(MACs/T - 1)²`` above the target, 0 below; ``"log"``: ``|log(MACs/T)|``.
+        regularizer: ``"log"``: ``|log(MACs/T)|`` (default); ``"squared"``: ``(MACs/T - 1)²`` above the target, 0
+            below (its push fades as MACs near the target). Default chosen on the validation split
+            (``benchmarks/results/search_options``).
         reg_weight: λ of the MACs regulariser.
         indicator_lr: learning rate of the indicators (own optimizer group, no weight decay).
         patience: the search freezes the masks once MACs ≤ target held this many steps (0: never).
@@ -75,8 +77,10 @@ class PruneConfig:
         round_to: round the kept channels per head to a multiple of this (8 = hardware friendly; 1 = off).
         reweight: learnable V-channel scales and Q/K temperatures, folded into the weights at convert (§2.4).
         attn_init: initialise indicators from the attention difference (§2.5).
-        attn_init_scope: ``"linear"`` (paper: linear-attention Q/K), ``"attention"`` (all attention Q/K),
-            ``"all"`` (also V and MLP, by output difference).
+        attn_init_scope: ``"all"`` (default: linear-attention Q/K by attention difference; softmax Q/K, V and MLP
+            by the change of the module output), ``"attention"`` (all attention Q/K), ``"linear"`` (the paper:
+            linear-attention Q/K only; the MACs penalty then strips the uniformly started early MLPs first).
+            Default chosen on the validation split (``benchmarks/results/search_options``).
         attn_init_metric: ``"fro"`` (Frobenius norm) or ``"kl"`` (row-wise KL) of the attention difference.
         attn_init_kappa: ``m⁰ = init_logit + κ · z(D)``, clamped below at ``init_min``.
         init_min: lowest initial logit (> 0, so that every channel starts kept and ``prepare`` keeps the function).
@@ -93,7 +97,7 @@ class PruneConfig:
     prune_mlp: bool = True
     threshold: str = "raw"
     init_logit: float = 3.0
-    regularizer: str = "squared"
+    regularizer: str = "log"
     reg_weight: float = 2.0
     indicator_lr: float = 0.05
     patience: int = 50
@@ -104,7 +108,7 @@ class PruneConfig:
     round_to: int = 1
     reweight: bool = True
     attn_init: bool = True
-    attn_init_scope: str = "linear"
+    attn_init_scope: str = "all"
     attn_init_metric: str = "fro"
     attn_init_kappa: float = 1.0
     attn_init_rows: int = 64
