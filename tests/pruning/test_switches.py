@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn as nn
 
 import mhaprune
 from mhaprune.pruning import PruneConfig, Pruner
@@ -249,3 +250,26 @@ def test_invalid_options():
         PruneConfig(threshold="hard")
     with pytest.raises(ConfigError, match="nothing to prune"):
         PruneConfig(prune_qk=False, prune_v=False, prune_mlp=False)
+
+
+def test_output_difference_takes_keywords_and_tuple_outputs():
+    from mhaprune.pruning.gates import ChannelGate
+    from mhaprune.pruning.init import output_difference
+
+    class Layer(nn.Module):  # the shape of a Hugging Face layer: keyword arguments in, a tuple out
+        def __init__(self, st):
+            super().__init__()
+            self.gate, self.fc = ChannelGate(st, "hidden", owner=True, reweight=False), nn.Linear(4, 3).double()
+
+        def forward(self, x, *, scale):
+            return (self.fc(self.gate(x)) * scale, None)
+
+    st = GroupState(2, 2, "hidden").double()
+    layer, x = Layer(st), torch.randn(5, 4, dtype=torch.float64)
+    D = output_difference(layer, (x,), st, "fro", {"scale": 2.0})
+    for c in range(4):
+        xc = x.clone()
+        xc[:, c] = 0
+        expected = torch.linalg.norm(2.0 * (layer.fc(xc) - layer.fc(x)))
+        assert torch.allclose(D.reshape(-1)[c], expected)
+    assert bool(st.frozen) is False and torch.all(st.frozen_mask == 1)  # the state is restored

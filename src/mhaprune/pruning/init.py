@@ -79,20 +79,35 @@ def linear_attention_difference(
     return D
 
 
+def _main_output(out) -> torch.Tensor:
+    """The module's output tensor: itself, or the first tensor of a tuple / ``ModelOutput`` (Hugging Face layers)."""
+    if torch.is_tensor(out):
+        return out.double()
+    values = out.values() if isinstance(out, dict) else out
+    for v in values:
+        if torch.is_tensor(v):
+            return v.double()
+    raise TypeError(f"cannot find an output tensor in {type(out).__name__} for the output-difference init")
+
+
 @torch.no_grad()
-def output_difference(module: torch.nn.Module, args: tuple, state, metric: str = "fro") -> torch.Tensor:
-    """``D`` ``(h, d)`` of a group by the change of the module's output when each channel is masked."""
+def output_difference(
+    module: torch.nn.Module, args: tuple, state, metric: str = "fro", kwargs: dict | None = None
+) -> torch.Tensor:
+    """``D`` ``(h, d)`` of a group by the change of the module's output (called as ``module(*args, **kwargs)``; for
+    modules that return a tuple, its first tensor) when each channel is masked."""
+    kwargs = kwargs or {}
     was_frozen, old_mask = bool(state.frozen), state.frozen_mask.clone()
     state.frozen.fill_(True)
     try:
         state.frozen_mask.fill_(1.0)
-        base = module(*args).double()
+        base = _main_output(module(*args, **kwargs))
         D = torch.zeros(state.heads, state.width, dtype=torch.float64)
         for i in range(state.heads):
             for c in range(state.width):
                 state.frozen_mask.fill_(1.0)
                 state.frozen_mask[i, c] = 0.0
-                out = module(*args).double()
+                out = _main_output(module(*args, **kwargs))
                 if metric == "fro":
                     D[i, c] = torch.linalg.norm((out - base).reshape(-1))
                 else:

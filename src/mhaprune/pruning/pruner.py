@@ -32,6 +32,10 @@ from .surgery import apply_plan
 _logger = logging.getLogger(__name__)
 
 
+def _detached(args: tuple) -> tuple:
+    return tuple(a.detach() if torch.is_tensor(a) else a for a in args)
+
+
 def _to(inputs, device):
     if isinstance(inputs, dict):
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
@@ -127,9 +131,8 @@ class Pruner:
             ):
                 hooks.append(
                     lc.module.register_forward_pre_hook(
-                        lambda mod, args, p=lc.path: inputs.__setitem__(
-                            p, tuple(a.detach() if torch.is_tensor(a) else a for a in args)
-                        )
+                        lambda mod, args, kwargs, p=lc.path: inputs.__setitem__(p, (_detached(args), kwargs)),
+                        with_kwargs=True,
                     )
                 )
         for _, _, st in self._all_states():
@@ -163,7 +166,8 @@ class Pruner:
                         gen,
                     )
                 else:
-                    D = output_difference(lc.module, inputs[lc.path], st, cfg.attn_init_metric)
+                    args, kwargs = inputs[lc.path]
+                    D = output_difference(lc.module, args, st, cfg.attn_init_metric, kwargs)
                 m0 = (cfg.init_logit + cfg.attn_init_kappa * zscore(D)).clamp_min(cfg.init_min)
                 st.indicator.data.copy_(m0.to(st.indicator.dtype))
         for _, _, st in self._all_states():
