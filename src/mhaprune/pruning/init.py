@@ -9,10 +9,14 @@ the difference is measured on the module output. ``m⁰ = init_logit + κ · z(D
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 
 from ..attention import focused_kernel
+
+_logger = logging.getLogger(__name__)
 
 
 def zscore(x: torch.Tensor) -> torch.Tensor:
@@ -90,30 +94,81 @@ def _main_output(out) -> torch.Tensor:
     raise TypeError(f"cannot find an output tensor in {type(out).__name__} for the output-difference init")
 
 
+def _output_change(out: torch.Tensor, base: torch.Tensor, metric: str) -> float:
+    if metric == "fro":
+        return float(torch.linalg.norm((out - base).reshape(-1)))
+    return float(F.kl_div(F.log_softmax(out, -1), F.log_softmax(base, -1), log_target=True, reduction="batchmean"))
+
+
+def _masked_output(module, args, kwargs, state, channel: tuple[int, int] | None) -> torch.Tensor:
+    state.frozen_mask.fill_(1.0)
+    if channel is not None:
+        state.frozen_mask[channel] = 0.0
+    return _main_output(module(*args, **kwargs))
+
+
+def _linear_output_difference(module, args, kwargs, state, linear: torch.nn.Linear) -> torch.Tensor | None:
+    """Frobenius ``D`` of every channel from two forwards, all channels kept and all removed, through the Linear that
+    consumes the group: if channel ``c`` reaches only input column ``c`` of ``linear``, affinely, and nothing
+    nonlinear follows, masking ``c`` changes the output by ``Δz_c ⊗ W[:, c]`` (``Δz_c`` the change of that column),
+    so ``D_c = ‖Δz_c‖ · ‖W[:, c]‖`` exactly. ``None`` where the layer does not look like that (not called exactly
+    once per forward, other width)."""
+    seen: list[torch.Tensor] = []
+    hook = linear.register_forward_pre_hook(lambda mod, a: seen.append(a[0].detach().double()))
+    try:
+        _masked_output(module, args, kwargs, state, None)
+        state.frozen_mask.fill_(0.0)
+        module(*args, **kwargs)
+    finally:
+        hook.remove()
+    if len(seen) != 2 or seen[0].shape[-1] != state.heads * state.width or linear.weight.shape[1] != seen[0].shape[-1]:
+        return None
+    dz = (seen[0] - seen[1]).reshape(-1, seen[0].shape[-1])
+    return (dz.norm(dim=0) * linear.weight.detach().double().norm(dim=0)).reshape(state.heads, state.width)
+
+
 @torch.no_grad()
 def output_difference(
-    module: torch.nn.Module, args: tuple, state, metric: str = "fro", kwargs: dict | None = None
+    module: torch.nn.Module,
+    args: tuple,
+    state,
+    metric: str = "fro",
+    kwargs: dict | None = None,
+    linear: torch.nn.Linear | None = None,
+    check_tol: float = 1e-3,
 ) -> torch.Tensor:
     """``D`` ``(h, d)`` of a group by the change of the module's output (called as ``module(*args, **kwargs)``; for
-    modules that return a tuple, its first tensor) when each channel is masked."""
+    modules that return a tuple, its first tensor) when each channel is masked.
+
+    With ``metric="fro"`` and ``linear`` (the adapter's :meth:`~mhaprune.pruning.spec.Adapter.output_linear`), every
+    ``D_c`` comes from two forwards instead of one per channel (see :func:`_linear_output_difference`); the result is
+    checked against direct masking on the largest and a middle channel (relative to the largest ``D``, ``check_tol``)
+    and, where it disagrees (a norm or residual after the Linear), measured channel by channel instead.
+    """
     kwargs = kwargs or {}
     was_frozen, old_mask = bool(state.frozen), state.frozen_mask.clone()
     state.frozen.fill_(True)
     try:
-        state.frozen_mask.fill_(1.0)
-        base = _main_output(module(*args, **kwargs))
+        base = _masked_output(module, args, kwargs, state, None)
+        if metric == "fro" and linear is not None:
+            D = _linear_output_difference(module, args, kwargs, state, linear)
+            if D is not None:
+                order = D.reshape(-1).argsort(descending=True)
+                probes = [divmod(int(order[0]), state.width), divmod(int(order[len(order) // 2]), state.width)]
+                scale = float(D.max()) or 1.0
+                if all(
+                    abs(_output_change(_masked_output(module, args, kwargs, state, ch), base, metric) - float(D[ch]))
+                    <= check_tol * scale
+                    for ch in probes
+                ):
+                    return D
+                _logger.debug(
+                    "%s: output change is not linear in the group's channels; masking one by one", type(module).__name__
+                )
         D = torch.zeros(state.heads, state.width, dtype=torch.float64)
         for i in range(state.heads):
             for c in range(state.width):
-                state.frozen_mask.fill_(1.0)
-                state.frozen_mask[i, c] = 0.0
-                out = _main_output(module(*args, **kwargs))
-                if metric == "fro":
-                    D[i, c] = torch.linalg.norm((out - base).reshape(-1))
-                else:
-                    D[i, c] = F.kl_div(
-                        F.log_softmax(out, -1), F.log_softmax(base, -1), log_target=True, reduction="batchmean"
-                    )
+                D[i, c] = _output_change(_masked_output(module, args, kwargs, state, (i, c)), base, metric)
     finally:
         state.frozen.fill_(was_frozen)
         state.frozen_mask.copy_(old_mask)

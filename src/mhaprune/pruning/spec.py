@@ -107,6 +107,13 @@ class Adapter:
         """``(h, d, F)``: the weights that belong to each channel (for L1 importance and weight similarity)."""
         raise NotImplementedError
 
+    def output_linear(self, module: nn.Module, group: str) -> nn.Linear | None:
+        """The Linear that consumes the group's channels (input column ``i·d + c`` = channel ``c`` of head ``i``),
+        where each gated channel reaches only its own input column, affinely, and nothing nonlinear follows; lets the
+        output-difference init measure every channel from two forwards (verified at run time, see
+        :func:`~mhaprune.pruning.init.output_difference`). ``None``: measure channel by channel."""
+        return None
+
 
 @register_adapter(Attention, WindowAttention, FocusedLinearAttention, PvtAttention, PvtFocusedLinearAttention)
 class AttentionAdapter(Adapter):
@@ -166,6 +173,10 @@ class AttentionAdapter(Adapter):
         if group == "qk":
             return torch.cat([wq, wk], dim=1).reshape(h, m.qk_head_dim, -1)
         return torch.cat([wv, m.proj.weight.t()], dim=1).reshape(h, m.v_head_dim, -1)
+
+    def output_linear(self, m, group):
+        # V channel c of head i reaches only column i·d + c of proj's input (A·V, plus the depthwise conv of FLatten)
+        return m.proj if group == "v" else None
 
     # -------------------------------------------------------------- fold and slice
     @torch.no_grad()
@@ -251,6 +262,9 @@ class MlpAdapter(Adapter):
     def channel_weights(self, m, group):
         return torch.cat([m.fc1.weight, m.fc2.weight.t()], dim=1).reshape(1, m.hidden_features, -1)
 
+    def output_linear(self, m, group):
+        return m.fc2
+
     @torch.no_grad()
     def slice(self, m, keep):
         idx = keep["hidden"].reshape(-1)
@@ -314,6 +328,9 @@ class LinearPairMlpAdapter(Adapter):
     def channel_weights(self, m, group):
         fc1, fc2 = self._pair(m)
         return torch.cat([fc1.weight, fc2.weight.t()], dim=1).reshape(1, fc1.out_features, -1)
+
+    def output_linear(self, m, group):
+        return self._pair(m)[1]
 
     @torch.no_grad()
     def slice(self, m, keep):

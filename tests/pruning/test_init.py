@@ -1,0 +1,111 @@
+"""The output-difference init: the two-forward path through the consuming Linear equals masking channel by channel."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+import mhaprune
+from mhaprune.pruning import PruneConfig, Pruner
+from mhaprune.pruning.gates import ChannelGate, GroupState
+from mhaprune.pruning.init import output_difference
+from tests.conftest import unfuse
+
+MODELS = {
+    "flatten_swin_micro": ({}, (8, 1, 32, 32)),  # focused linear + window softmax attention, Mlp
+    "deit_micro": ({}, (8, 1, 28, 28)),  # global softmax attention
+    "flatten_pvt_tiny": (  # PVT layout: q + kv, spatial reduction, focused linear attention
+        {"img_size": 64, "embed_dims": (16, 32, 32, 32), "num_heads": (1, 2, 2, 2), "depths": (1, 1, 1, 1)},
+        (2, 3, 64, 64),
+    ),
+}
+
+
+def _counting(module):
+    calls = []
+    return calls, module.register_forward_hook(lambda *a: calls.append(1))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_linear_path_equals_channel_by_channel_masking(name):
+    """For every V and MLP-hidden group of our adapters: D from two forwards (plus two checks) == D from h·d + 1."""
+    kwargs, shape = MODELS[name]
+    model = unfuse(mhaprune.create_model(name, **kwargs)).eval()
+    x = torch.randn(*shape)
+    pruner = Pruner(model, PruneConfig(target_macs=0.7, attn_init=False), x)
+    pruner.prepare()
+    inputs, hooks = {}, []
+    for lc in pruner.cost.layers:
+        hooks.append(
+            lc.module.register_forward_pre_hook(
+                lambda mod, args, kw, p=lc.path: inputs.__setitem__(p, (args, kw)), with_kwargs=True
+            )
+        )
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    checked = 0
+    for lc in pruner.cost.layers:
+        for g, st in pruner.states[lc.path].items():
+            linear = lc.adapter.output_linear(lc.module, g)
+            if g == "qk":
+                assert linear is None  # Q/K reach the output through the softmax / focusing function
+                continue
+            args, kw = inputs[lc.path]
+            calls, h = _counting(lc.module)
+            fast = output_difference(lc.module, args, st, "fro", kw, linear)
+            n_fast = len(calls)
+            slow = output_difference(lc.module, args, st, "fro", kw, None)
+            h.remove()
+            assert n_fast == 5  # base, all kept, all removed, two checks: not one forward per channel
+            assert len(calls) - n_fast == st.heads * st.width + 1
+            torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6 * float(slow.max()))
+            assert bool(st.frozen) is False and torch.all(st.frozen_mask == 1)
+            checked += 1
+    assert checked == len(pruner.cost.layers)  # one V group per attention layer, one hidden group per MLP
+
+
+def test_nonlinear_after_the_linear_falls_back_to_masking():
+    """A LayerNorm after the consuming Linear breaks the two-forward formula: the check sees it and every channel is
+    masked in turn, so D is still the true output change."""
+
+    class NormedMlp(nn.Module):
+        def __init__(self, st):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(6, 8).double(), nn.Linear(8, 6).double()
+            self.gate, self.norm = ChannelGate(st, "hidden", owner=True, reweight=False), nn.LayerNorm(6).double()
+
+        def forward(self, x):
+            return self.norm(x + self.fc2(self.gate(torch.relu(self.fc1(x)))))
+
+    st = GroupState(1, 8, "hidden").double()
+    layer, x = NormedMlp(st), torch.randn(10, 6, dtype=torch.float64)
+    calls, h = _counting(layer)
+    D = output_difference(layer, (x,), st, "fro", None, layer.fc2)
+    h.remove()
+    assert len(calls) > 8
+    base = layer(x)
+    for c in range(8):
+        st.frozen.fill_(True)
+        st.frozen_mask.fill_(1.0)
+        st.frozen_mask[0, c] = 0.0
+        expected = torch.linalg.norm(layer(x) - base)
+        assert torch.allclose(D[0, c], expected)
+    # without the norm the formula holds and the fast answer is the same as masking
+    layer.norm = nn.Identity()
+    st.frozen.fill_(False)
+    fast = output_difference(layer, (x,), st, "fro", None, layer.fc2)
+    slow = output_difference(layer, (x,), st, "fro", None, None)
+    torch.testing.assert_close(fast, slow)
+
+
+def test_kl_metric_masks_channel_by_channel():
+    st = GroupState(2, 3, "hidden").double()
+    fc = nn.Linear(6, 4).double()
+    gate = ChannelGate(st, "hidden", owner=True, reweight=False)
+    layer = nn.Sequential(gate, fc)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    calls, h = _counting(layer)
+    D = output_difference(layer, (x,), st, "kl", None, fc)
+    h.remove()
+    assert len(calls) == 7 and D.shape == (2, 3) and bool((D >= 0).all())
