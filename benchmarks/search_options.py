@@ -43,6 +43,9 @@ VARIANTS: dict[str, dict] = {
     "log+init-all": {"regularizer": "log", "attn_init_scope": "all"},
     "init-all+reg-weight-0.5": {"regularizer": "squared", "attn_init_scope": "all", "reg_weight": 0.5},
     "paper+patience-150": {"regularizer": "squared", "attn_init_scope": "linear", "patience": 150},  # longer search
+    # the defaults with the weights' learning rate during the search lowered / the weights frozen (mask search only)
+    "log+init-all+weight-lr-0.2": {"regularizer": "log", "attn_init_scope": "all", "weight_lr_scale": 0.2},
+    "log+init-all+weights-frozen": {"regularizer": "log", "attn_init_scope": "all", "weight_lr_scale": 0.0},
 }
 
 
@@ -82,7 +85,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="flatten_swin_micro", help="a model with bundled weights")
     p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.25])
-    p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS)[:-1])
+    p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS)[:6])
     p.add_argument("--search-epochs", type=float, default=0.35)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)

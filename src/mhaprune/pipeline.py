@@ -158,7 +158,7 @@ def prune(
             resume,
             _with_teacher(search, teacher, kd_alpha),
             callbacks=[PruningCallback(pruner)],
-            param_groups=lambda m: pruner.param_groups(m, search.weight_decay),
+            param_groups=lambda m: pruner.param_groups(m, search.weight_decay, search.lr),
         )
         search_steps = trainer.step
     report["search_s"] = round(time.time() - t1, 2)

@@ -27,13 +27,12 @@ def synthetic(n=256, seed=0):
     return TensorDataset(x, y)
 
 
-def search(out=None, max_steps=40, resume=None, crash_at=None):
+def search(out=None, max_steps=40, resume=None, crash_at=None, **options):
     torch.manual_seed(0)
     model = mhaprune.create_model("deit_micro", depth=2, drop_path_rate=0.0)
     data = synthetic()
-    pruner = Pruner(
-        model, PruneConfig(target_macs=0.6, patience=0, indicator_lr=0.2, similarity_every=5), data.tensors[0][:16]
-    )
+    cfg = PruneConfig(target_macs=0.6, patience=0, indicator_lr=0.2, similarity_every=5, **options)
+    pruner = Pruner(model, cfg, data.tensors[0][:16])
     pruner.prepare()
     cfg = TrainConfig(
         epochs=0,
@@ -53,7 +52,7 @@ def search(out=None, max_steps=40, resume=None, crash_at=None):
         cfg,
         out_dir=out,
         callbacks=callbacks,
-        param_groups=lambda m: pruner.param_groups(m),
+        param_groups=lambda m: pruner.param_groups(m, cfg.weight_decay, cfg.lr),
         num_classes=10,
     )
     trainer.fit(resume=resume)
@@ -79,3 +78,28 @@ def test_search_resumes_exactly(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     assert resumed.step_count == full.step_count == 30
+
+
+def _weights(pruner):
+    """The model's own weights (not the indicators, reweight parameters or gate buffers)."""
+    return {k: v.clone() for k, v in pruner.model.state_dict().items() if "_gate" not in k}
+
+
+def test_weight_lr_scale_scales_the_weight_updates_only():
+    torch.manual_seed(0)  # as in ``search``
+    before = dict(mhaprune.create_model("deit_micro", depth=2, drop_path_rate=0.0).state_dict())
+    deltas, indicators = {}, {}
+    for scale in (1.0, 0.5, 0.0):
+        pruner, _ = search(max_steps=1, weight_lr_scale=scale)
+        after = _weights(pruner)
+        assert sorted(after) == sorted(before)
+        deltas[scale] = {k: after[k] - before[k] for k in before if after[k].is_floating_point()}
+        indicators[scale] = torch.cat([st.indicator.detach().reshape(-1) for _, _, st in pruner._all_states()])
+    moved = [k for k, d in deltas[1.0].items() if d.abs().max() > 0]
+    assert any(k.endswith("qkv.weight") for k in moved) and any(k.endswith("fc1.weight") for k in moved)
+    for k in deltas[1.0]:  # Adam's first step and the decoupled decay are both proportional to the LR
+        torch.testing.assert_close(
+            deltas[0.5][k], 0.5 * deltas[1.0][k], rtol=1e-4, atol=2e-7, msg=k
+        )  # float32 rounding near 1
+        assert torch.equal(deltas[0.0][k], torch.zeros_like(deltas[0.0][k])), k  # frozen: a pure mask search
+    torch.testing.assert_close(indicators[0.0], indicators[1.0])  # the indicators learn as before

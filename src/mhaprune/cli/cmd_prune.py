@@ -17,6 +17,7 @@ DEFAULT_MODEL = "flatten_swin_micro"
 # PruneConfig options that the CLI passes through when given (None = PruneConfig's default)
 _METHOD_OPTIONS = (
     "indicator_lr",
+    "weight_lr_scale",
     "reg_weight",
     "patience",
     "round_to",
@@ -84,6 +85,9 @@ def add_parser(sub):
     b.add_argument("--calib-size", type=int, metavar="N", help="calibration images (default 64)")
     meth = p.add_argument_group("method options (see docs/method.md)")
     meth.add_argument("--indicator-lr", type=float, metavar="LR")
+    meth.add_argument(
+        "--weight-lr-scale", type=float, metavar="S", help="weights' LR during the search, × --lr (0 = frozen)"
+    )
     meth.add_argument("--reg-weight", type=float, metavar="L")
     meth.add_argument("--patience", type=int, metavar="STEPS")
     meth.add_argument("--round-to", type=int, metavar="K", help="kept channels per head a multiple of K (e.g. 8)")

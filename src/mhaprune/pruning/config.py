@@ -68,6 +68,9 @@ class PruneConfig:
             (``benchmarks/results/search_options``).
         reg_weight: λ of the MACs regulariser.
         indicator_lr: learning rate of the indicators (own optimizer group, no weight decay).
+        weight_lr_scale: learning rate of the model's own weights during the search, as a multiple of the search
+            recipe's ``lr`` (1: as the recipe; 0: the weights stay as they are and only the indicators and
+            reweight parameters learn, a pure mask search).
         patience: the search freezes the masks once MACs ≤ target held this many steps (0: never).
         similarity: channel-similarity weights inside each head (§2.2).
         similarity_source: ``"activation"`` (cosine of activations over a calibration batch) or ``"weight"``.
@@ -100,6 +103,7 @@ class PruneConfig:
     regularizer: str = "log"
     reg_weight: float = 2.0
     indicator_lr: float = 0.05
+    weight_lr_scale: float = 1.0
     patience: int = 50
     similarity: bool = True
     similarity_source: str = "activation"
@@ -139,6 +143,8 @@ class PruneConfig:
             raise ConfigError("init_logit and init_min must be > 0 (every channel starts kept)")
         if self.reg_weight < 0 or self.indicator_lr <= 0:
             raise ConfigError("reg_weight must be >= 0 and indicator_lr > 0")
+        if self.weight_lr_scale < 0:
+            raise ConfigError(f"weight_lr_scale must be >= 0 (0 freezes the weights), got {self.weight_lr_scale}")
         if isinstance(self.target_macs, str):
             parse_macs(self.target_macs, dense_macs=1)  # validates the unit early
 

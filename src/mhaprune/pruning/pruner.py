@@ -212,8 +212,11 @@ class Pruner:
                 st.reset_stats()
 
     # ------------------------------------------------------------------ search
-    def param_groups(self, model: nn.Module | None = None, weight_decay: float = 0.05) -> list[dict]:
-        """Optimizer groups: indicators (``indicator_lr``, no decay), reweight parameters (no decay), the rest."""
+    def param_groups(
+        self, model: nn.Module | None = None, weight_decay: float = 0.05, lr: float | None = None
+    ) -> list[dict]:
+        """Optimizer groups: indicators (``indicator_lr``, no decay), reweight parameters (no decay), the rest (at
+        ``lr · weight_lr_scale`` when ``lr`` is given, else the optimizer's default)."""
         model = model or self.model
         ind = {id(st.indicator) for _, _, st in self._all_states()}
         rw = {id(st.reweight) for _, _, st in self._all_states() if st.reweight is not None}
@@ -233,9 +236,10 @@ class Pruner:
                 groups["no_decay"].append(p)
             else:
                 groups["decay"].append(p)
+        weights = {} if lr is None else {"lr": lr * self.cfg.weight_lr_scale}
         return [
-            {"params": groups["decay"], "weight_decay": weight_decay},
-            {"params": groups["no_decay"], "weight_decay": 0.0},
+            {"params": groups["decay"], "weight_decay": weight_decay, **weights},
+            {"params": groups["no_decay"], "weight_decay": 0.0, **weights},
             {"params": groups["rw"], "weight_decay": 0.0},
             {"params": groups["ind"], "weight_decay": 0.0, "lr": self.cfg.indicator_lr},
         ]
