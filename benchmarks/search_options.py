@@ -46,6 +46,8 @@ VARIANTS: dict[str, dict] = {
     # the defaults with the weights' learning rate during the search lowered / the weights frozen (mask search only)
     "log+init-all+weight-lr-0.2": {"regularizer": "log", "attn_init_scope": "all", "weight_lr_scale": 0.2},
     "log+init-all+weights-frozen": {"regularizer": "log", "attn_init_scope": "all", "weight_lr_scale": 0.0},
+    # the defaults with least-squares rescaling of the kept output columns after the search (as the one-shot baseline)
+    "log+init-all+rescale": {"regularizer": "log", "attn_init_scope": "all", "rescale": True},
 }
 
 

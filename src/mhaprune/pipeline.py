@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from .cost import count_macs
 from .pruning import Plan, PruneConfig, Pruner
+from .pruning.oneshot import rescale_outputs
 from .train import Callback, ClassificationLoss, DistillationLoss, TrainConfig, Trainer, evaluate
 
 _logger = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ def prune(
     out = Path(out_dir) if out_dir is not None else None
     input_size = tuple(model.input_size)
     dense_report = count_macs(model, input_size)
-    teacher = teacher if teacher is not None else copy.deepcopy(model).eval()
+    dense = copy.deepcopy(model).eval() if teacher is None or cfg.rescale else None
+    teacher = teacher if teacher is not None else dense
     report: dict = {
         "dense": {"macs": dense_report.total, "params": dense_report.params, "macs_by_kind": dense_report.by_kind}
     }
@@ -166,6 +168,14 @@ def prune(
     report["target_macs"] = pruner.target
     plan = pruner.plan()
     pruned = pruner.convert(plan)
+    if cfg.rescale:
+        t3 = time.time()
+        fits = rescale_outputs(pruned, dense, calib.to(device), batch_size=search.batch_size)
+        report["rescale"] = {
+            "layers": len(fits),
+            "applied": sum(f["applied"] for f in fits.values()),
+            "s": round(time.time() - t3, 2),
+        }
     return _finish(pruned, plan, teacher, report, train_set, val_set, test_set, finetune, out, resume, kd_alpha)
 
 

@@ -26,6 +26,7 @@ _METHOD_OPTIONS = (
     "similarity_source",
     "attn_init_scope",
     "attn_init_metric",
+    "rescale",
 )
 
 PRUNE_DEFAULTS = {
@@ -96,6 +97,12 @@ def add_parser(sub):
     meth.add_argument("--similarity-source", choices=("activation", "weight"))
     meth.add_argument("--attn-init-scope", choices=("linear", "attention", "all"))
     meth.add_argument("--attn-init-metric", choices=("fro", "kl"))
+    meth.add_argument(
+        "--rescale",
+        action="store_true",
+        default=None,
+        help="after the search, least-squares rescale each pruned layer's kept output columns to the dense model",
+    )
     for flag, what in (
         ("similarity", "channel-similarity weights"),
         ("equal-heads", "equal-per-head adjustment"),

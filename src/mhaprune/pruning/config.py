@@ -91,6 +91,10 @@ class PruneConfig:
         repair: after the search, greedily make MACs ≤ target (always on for the final plan) and then ``fill``:
             add back the best channels while MACs stay ≤ target.
         min_per_head: channels every head keeps at least.
+        rescale: after the search, scale the kept input columns of every pruned module's output linear (``proj``,
+            ``fc2``) by the least-squares fit to the dense model's output of that linear on the calibration batch,
+            layer by layer (Kwon et al.'s mask tuning, :func:`~mhaprune.pruning.oneshot.rescale_outputs`; a layer
+            keeps its weights where the fit does not lower its error).
         seed: for the random parts (row sampling).
     """
 
@@ -119,6 +123,7 @@ class PruneConfig:
     init_min: float = 0.25
     fill: bool = True
     min_per_head: int = 1
+    rescale: bool = False
     seed: int = 0
 
     def __post_init__(self):

@@ -30,7 +30,7 @@ from ..cost import call_model
 from .baselines import _ALL, scored_plan
 from .gates import GroupState
 from .plan import Plan
-from .spec import LinearPairMlpAdapter, prunable_modules
+from .spec import prunable_modules
 from .surgery import apply_plan
 
 _logger = logging.getLogger(__name__)
@@ -130,13 +130,7 @@ def fisher_plan(
 
 def output_linear(module: nn.Module, adapter) -> nn.Linear | None:
     """The linear layer whose input columns are a module's V (attention) or hidden (MLP) channels."""
-    if isinstance(adapter, LinearPairMlpAdapter):
-        return adapter._pair(module)[1]
-    for name in ("proj", "fc2"):
-        layer = getattr(module, name, None)
-        if isinstance(layer, nn.Linear):
-            return layer
-    return None
+    return adapter.output_linear(module, "v" if adapter.kind == "attention" else "hidden")
 
 
 class _Stop(Exception):

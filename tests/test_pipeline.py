@@ -1,0 +1,46 @@
+"""The pipeline's options around the search: least-squares rescaling after it."""
+
+import torch
+from torch.utils.data import TensorDataset
+
+import mhaprune
+from mhaprune.pipeline import prune
+from mhaprune.pruning import PruneConfig
+from mhaprune.pruning.oneshot import output_linear
+from mhaprune.pruning.spec import prunable_modules
+from mhaprune.train import TrainConfig
+
+
+def _data(n=96):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    y = (x[:, 0, :14].mean((1, 2)) > 0).long()
+    return TensorDataset(x, y)
+
+
+def _run(rescale: bool):
+    torch.manual_seed(0)
+    model = mhaprune.create_model("deit_micro", depth=2, drop_path_rate=0.0)
+    search = TrainConfig(epochs=0, max_steps=4, batch_size=32, warmup_epochs=0, progress=False, save_every=0)
+    finetune = TrainConfig(epochs=0.0, max_steps=None, batch_size=32, progress=False, save_every=0)
+    cfg = PruneConfig(target_macs=0.6, patience=0, indicator_lr=0.5, rescale=rescale)
+    return prune(model, cfg, _data(), None, search, finetune, calib_size=48)
+
+
+def test_rescale_scales_only_the_kept_output_columns():
+    plain, scaled = _run(False), _run(True)
+    assert (
+        plain.plan.to_dict()["layers"] == scaled.plan.to_dict()["layers"]
+    )  # the search is the same; only the weights after it differ
+    assert "rescale" not in plain.report
+    lins = {p: output_linear(m, a) for p, m, a in prunable_modules(scaled.model)}
+    assert scaled.report["rescale"]["layers"] == len(lins) and scaled.report["rescale"]["applied"] >= 1
+    a, b = plain.model.state_dict(), scaled.model.state_dict()
+    scaled_weights = {
+        f"{p}.{n}" for p in lins for n, t in scaled.model.get_submodule(p).named_parameters() if t is lins[p].weight
+    }
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed and changed <= scaled_weights  # nothing but the output linears' weights moved
+    for k in changed:  # ... and each by one factor per input column
+        ratio = b[k] / a[k]
+        torch.testing.assert_close(ratio, ratio[:1].expand_as(ratio), rtol=1e-5, atol=1e-6)
