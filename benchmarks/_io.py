@@ -21,6 +21,12 @@ def write_csv(path: Path, rows: list[dict], first: tuple[str, ...]) -> None:
     tmp.replace(path)
 
 
+def first_n(dataset, n: int | None) -> None:
+    """Keep only the first ``n`` images of a split (``None`` / 0: all), for smoke tests."""
+    if n:
+        dataset.indices = (dataset.indices if dataset.indices is not None else torch.arange(len(dataset)))[:n]
+
+
 def finish_figure(fig, axes, path: Path) -> None:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

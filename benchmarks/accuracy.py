@@ -44,7 +44,7 @@ from mhaprune.pruning import PruneConfig, l1_plan, oneshot_prune, random_plan
 from mhaprune.train import ClassificationLoss, DistillationLoss, TrainConfig, Trainer, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import finish_figure, labelled_calibration, write_csv
+from ._io import finish_figure, first_n, labelled_calibration, write_csv
 from .torch_pruning_baseline import tp_prune_to
 
 METHODS = (
@@ -221,8 +221,7 @@ def main(argv=None) -> int:
     teacher = copy.deepcopy(dense)  # frozen by the distillation loss; ``dense`` stays trainable for its copies
     splits = build_data("fashion-mnist", dense.input_size, augment=False)
     for ds, n in ((splits.train, args.train_subset), (splits.val, args.eval_subset), (splits.test, args.eval_subset)):
-        if n:
-            ds.indices = (ds.indices if ds.indices is not None else torch.arange(len(ds)))[:n]
+        first_n(ds, n)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     old = json.loads((out / "accuracy.json").read_text()) if (out / "accuracy.json").exists() else {}

@@ -62,7 +62,7 @@ def run_phase(phase: str, args: dict) -> dict:
     from mhaprune.train import ClassificationLoss, DistillationLoss, Trainer
     from mhaprune.utils import seed_all
 
-    from ._io import labelled_calibration
+    from ._io import first_n, labelled_calibration
 
     if args["threads"]:
         torch.set_num_threads(args["threads"])
@@ -70,9 +70,7 @@ def run_phase(phase: str, args: dict) -> dict:
     dev = args["device"]
     dense = mhaprune.create_model(args["model"], pretrained=True).to(dev)
     splits = build_data("fashion-mnist", dense.input_size, augment=False)
-    if args["train_subset"]:  # smoke tests
-        tr = splits.train
-        tr.indices = (tr.indices if tr.indices is not None else torch.arange(len(tr)))[: args["train_subset"]]
+    first_n(splits.train, args["train_subset"])  # smoke tests
     before = _rss_mb()
     if dev.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

@@ -30,7 +30,7 @@ from mhaprune.pruning import PruneConfig
 from mhaprune.train import TrainConfig, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import write_csv
+from ._io import first_n, write_csv
 from .allocation import kept_by_stage
 
 # Option sets compared; "paper" is the specification's starting point (squared regulariser, init on linear-attention
@@ -102,8 +102,7 @@ def main(argv=None) -> int:
     dense = mhaprune.create_model(args.model, pretrained=True).to(args.device).eval()
     splits = build_data("fashion-mnist", dense.input_size, augment=False)
     for ds, n in ((splits.train, args.train_subset), (splits.val, args.eval_subset)):
-        if n:
-            ds.indices = (ds.indices if ds.indices is not None else torch.arange(len(ds)))[:n]
+        first_n(ds, n)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     old = json.loads((out / "search_options.json").read_text()) if (out / "search_options.json").exists() else {}
