@@ -107,24 +107,26 @@ def _masked_output(module, args, kwargs, state, channel: tuple[int, int] | None)
     return _main_output(module(*args, **kwargs))
 
 
-def _linear_output_difference(module, args, kwargs, state, linear: torch.nn.Linear) -> torch.Tensor | None:
-    """Frobenius ``D`` of every channel from two forwards, all channels kept and all removed, through the Linear that
-    consumes the group: if channel ``c`` reaches only input column ``c`` of ``linear``, affinely, and nothing
-    nonlinear follows, masking ``c`` changes the output by ``Δz_c ⊗ W[:, c]`` (``Δz_c`` the change of that column),
-    so ``D_c = ‖Δz_c‖ · ‖W[:, c]‖`` exactly. ``None`` where the layer does not look like that (not called exactly
-    once per forward, other width)."""
+def _linear_output_difference(
+    module, args, kwargs, state, linear: torch.nn.Linear
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The module's output with every channel kept, and the Frobenius ``D`` of every channel from that forward and
+    one with all channels removed, through the Linear that consumes the group: if channel ``c`` reaches only input
+    column ``c`` of ``linear``, affinely, and nothing nonlinear follows, masking ``c`` changes the output by
+    ``Δz_c ⊗ W[:, c]`` (``Δz_c`` the change of that column), so ``D_c = ‖Δz_c‖ · ‖W[:, c]‖`` exactly. ``D`` is
+    ``None`` where the layer does not look like that (not called exactly once per forward, other width)."""
     seen: list[torch.Tensor] = []
     hook = linear.register_forward_pre_hook(lambda mod, a: seen.append(a[0].detach().double()))
     try:
-        _masked_output(module, args, kwargs, state, None)
+        base = _masked_output(module, args, kwargs, state, None)
         state.frozen_mask.fill_(0.0)
         module(*args, **kwargs)
     finally:
         hook.remove()
     if len(seen) != 2 or seen[0].shape[-1] != state.heads * state.width or linear.weight.shape[1] != seen[0].shape[-1]:
-        return None
+        return base, None
     dz = (seen[0] - seen[1]).reshape(-1, seen[0].shape[-1])
-    return (dz.norm(dim=0) * linear.weight.detach().double().norm(dim=0)).reshape(state.heads, state.width)
+    return base, (dz.norm(dim=0) * linear.weight.detach().double().norm(dim=0)).reshape(state.heads, state.width)
 
 
 @torch.no_grad()
@@ -141,30 +143,32 @@ def output_difference(
     modules that return a tuple, its first tensor) when each channel is masked.
 
     With ``metric="fro"`` and ``linear`` (the adapter's :meth:`~mhaprune.pruning.spec.Adapter.output_linear`), every
-    ``D_c`` comes from two forwards instead of one per channel (see :func:`_linear_output_difference`); the result is
-    checked against direct masking on the largest and a middle channel (relative to the largest ``D``, ``check_tol``)
-    and, where it disagrees (a norm or residual after the Linear), measured channel by channel instead.
+    ``D_c`` comes from two forwards (the first gives the base output) instead of one per channel (see
+    :func:`_linear_output_difference`); the result is checked against direct masking on the largest and a middle
+    channel (relative to the largest ``D``, ``check_tol``) and, where it disagrees (a norm or residual after the
+    Linear), measured channel by channel instead.
     """
     kwargs = kwargs or {}
     was_frozen, old_mask = bool(state.frozen), state.frozen_mask.clone()
     state.frozen.fill_(True)
     try:
-        base = _masked_output(module, args, kwargs, state, None)
         if metric == "fro" and linear is not None:
-            D = _linear_output_difference(module, args, kwargs, state, linear)
-            if D is not None:
-                order = D.reshape(-1).argsort(descending=True)
-                probes = [divmod(int(order[0]), state.width), divmod(int(order[len(order) // 2]), state.width)]
-                scale = float(D.max()) or 1.0
-                if all(
-                    abs(_output_change(_masked_output(module, args, kwargs, state, ch), base, metric) - float(D[ch]))
-                    <= check_tol * scale
-                    for ch in probes
-                ):
-                    return D
-                _logger.debug(
-                    "%s: output change is not linear in the group's channels; masking one by one", type(module).__name__
-                )
+            base, D = _linear_output_difference(module, args, kwargs, state, linear)
+        else:
+            base, D = _masked_output(module, args, kwargs, state, None), None
+        if D is not None:
+            order = D.reshape(-1).argsort(descending=True)
+            probes = [divmod(int(order[0]), state.width), divmod(int(order[len(order) // 2]), state.width)]
+            scale = float(D.max()) or 1.0
+            if all(
+                abs(_output_change(_masked_output(module, args, kwargs, state, ch), base, metric) - float(D[ch]))
+                <= check_tol * scale
+                for ch in probes
+            ):
+                return D
+            _logger.debug(
+                "%s: output change is not linear in the group's channels; masking one by one", type(module).__name__
+            )
         D = torch.zeros(state.heads, state.width, dtype=torch.float64)
         for i in range(state.heads):
             for c in range(state.width):
