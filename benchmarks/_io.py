@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from mhaprune.train import TrainConfig
+
 
 def write_csv(path: Path, rows: list[dict], first: tuple[str, ...]) -> None:
     """All rows' keys as columns (``first`` ones first), written to a temp file and renamed."""
@@ -19,6 +21,22 @@ def write_csv(path: Path, rows: list[dict], first: tuple[str, ...]) -> None:
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)
+
+
+def recipe(epochs: float, args) -> TrainConfig:
+    """The benchmarks' search / fine-tune recipe: ``args.lr``, batch ``args.batch_size``, label smoothing 0.1, a short
+    warm-up only for stages longer than half an epoch, no checkpoints, logs or progress bars."""
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_epochs=0.0 if epochs <= 0.5 else 0.05,
+        label_smoothing=0.1,
+        device=args.device,
+        save_every=0,
+        log_every=10**9,
+        progress=False,
+    )
 
 
 def first_n(dataset, n: int | None) -> None:

@@ -41,10 +41,10 @@ import mhaprune
 from mhaprune.data import build_data
 from mhaprune.pipeline import prune
 from mhaprune.pruning import PruneConfig, l1_plan, oneshot_prune, random_plan
-from mhaprune.train import ClassificationLoss, DistillationLoss, TrainConfig, Trainer, evaluate
+from mhaprune.train import ClassificationLoss, DistillationLoss, Trainer, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import finish_figure, first_n, labelled_calibration, write_csv
+from ._io import finish_figure, first_n, labelled_calibration, recipe, write_csv
 from .torch_pruning_baseline import tp_prune_to
 
 METHODS = (
@@ -70,20 +70,6 @@ _OURS_SWITCHES = {
 }
 
 
-def _recipe(epochs: float, args, lr=None) -> TrainConfig:
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=args.batch_size,
-        lr=lr or args.lr,
-        warmup_epochs=0.0 if epochs <= 0.5 else 0.05,
-        label_smoothing=0.1,
-        device=args.device,
-        save_every=0,
-        log_every=10**9,
-        progress=False,
-    )
-
-
 def _cut(method: str, model, budget: float, seed: int, splits, args):
     """The pruned model right after pruning and its extra report fields. Baselines cut the dense weights; ours (and
     its variants) returns what the pipeline returns: the search-trained weights with the reweight folded in."""
@@ -92,8 +78,8 @@ def _cut(method: str, model, budget: float, seed: int, splits, args):
     if method == "random":
         return mhaprune.apply_plan(copy.deepcopy(model), random_plan(model, model.input_size, budget, seed=seed)), {}
     cfg = PruneConfig(target_macs=budget, seed=seed, **_OURS_SWITCHES[method])
-    search = _recipe(args.search_epochs, args, lr=args.lr)
-    res = prune(copy.deepcopy(model), cfg, splits.train, None, search, _recipe(0.0, args), calib_size=64)
+    search = recipe(args.search_epochs, args)
+    res = prune(copy.deepcopy(model), cfg, splits.train, None, search, recipe(0.0, args), calib_size=64)
     extra = {"prune_s": round(res.report["search_s"], 1), "search_steps": res.report["search_steps"]}
     return res.model, extra
 
@@ -102,7 +88,7 @@ def _finetune(model, teacher, epochs: float, splits, args):
     if epochs <= 0:
         return model
     loss = DistillationLoss(ClassificationLoss(0.1), teacher, alpha=args.kd_alpha)
-    trainer = Trainer(model, splits.train, None, _recipe(epochs, args), loss=loss)
+    trainer = Trainer(model, splits.train, None, recipe(epochs, args), loss=loss)
     trainer.fit()
     return trainer.eval_model()
 

@@ -27,10 +27,10 @@ import mhaprune
 from mhaprune.data import build_data
 from mhaprune.pipeline import prune
 from mhaprune.pruning import PruneConfig
-from mhaprune.train import TrainConfig, evaluate
+from mhaprune.train import evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import first_n, write_csv
+from ._io import first_n, recipe, write_csv
 from .allocation import kept_by_stage
 
 # Option sets compared; "paper" is the specification's starting point (squared regulariser, init on linear-attention
@@ -51,25 +51,11 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def _recipe(epochs: float, args) -> TrainConfig:
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_epochs=0.0 if epochs <= 0.5 else 0.05,  # as in benchmarks.accuracy
-        label_smoothing=0.1,
-        device=args.device,
-        save_every=0,
-        log_every=10**9,
-        progress=False,
-    )
-
-
 def run_variant(name: str, budget: float, dense, splits, args) -> dict:
     seed_all(args.seed)
     t0 = time.time()
     cfg = PruneConfig(target_macs=budget, seed=args.seed, **VARIANTS[name])
-    res = prune(copy.deepcopy(dense), cfg, splits.train, None, _recipe(args.search_epochs, args), _recipe(0.0, args))
+    res = prune(copy.deepcopy(dense), cfg, splits.train, None, recipe(args.search_epochs, args), recipe(0.0, args))
     return {
         "variant": name,
         "budget": budget,
