@@ -17,17 +17,21 @@ import warnings
 import torch
 import torch.nn as nn
 
+from mhaprune.adapters import prunable_modules
 from mhaprune.cost import count_macs
-from mhaprune.models.attention import Attention, FocusedLinearAttention, WindowAttention
-from mhaprune.models.layers import Mlp
+
+
+def _fused_attention(model: nn.Module, kinds=("softmax", "linear")) -> list[nn.Module]:
+    """Attention modules with a fused ``qkv`` projection (the layout Torch-Pruning's head-dim pruning handles)."""
+    return [m for _, m, ad in prunable_modules(model) if ad.attention_type(m) in kinds and hasattr(m, "qkv")]
 
 
 def _refresh(model: nn.Module) -> nn.Module:
     """Torch-Pruning edits the Linear layers; our modules also store their widths."""
-    for m in model.modules():
-        if isinstance(m, (Attention, WindowAttention, FocusedLinearAttention)):
-            m.qk_head_dim = m.v_head_dim = m.qkv.out_features // (3 * m.num_heads)
-        if isinstance(m, Mlp):
+    for m in _fused_attention(model):
+        m.qk_head_dim = m.v_head_dim = m.qkv.out_features // (3 * m.num_heads)
+    for _, m, ad in prunable_modules(model):
+        if ad.kind == "mlp" and hasattr(m, "hidden_features"):
             m.hidden_features = m.fc1.out_features
     return model
 
@@ -38,7 +42,7 @@ def tp_prune(model: nn.Module, ratio: float, importance: str = "magnitude", cali
 
     model = copy.deepcopy(model).eval()
     x = calib if calib is not None else torch.randn(4, *model.input_size)
-    heads = {m.qkv: m.num_heads for m in model.modules() if isinstance(m, (Attention, WindowAttention))}
+    heads = {m.qkv: m.num_heads for m in _fused_attention(model, kinds=("softmax",))}
     imp = tp.importance.MagnitudeImportance(p=1) if importance == "magnitude" else tp.importance.TaylorImportance()
     ignored = [m for n, m in model.named_modules() if n in ("head", "patch_embed.proj")]
     with warnings.catch_warnings():

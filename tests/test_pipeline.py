@@ -4,10 +4,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 import mhaprune
+from mhaprune.adapters import prunable_modules
 from mhaprune.pipeline import prune
 from mhaprune.pruning import PruneConfig
 from mhaprune.pruning.oneshot import output_linear
-from mhaprune.pruning.spec import prunable_modules
 from mhaprune.train import TrainConfig
 
 

@@ -10,8 +10,7 @@ Example:
     True
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__  # noqa: E402
 from .cost import MacsReport, count_macs  # noqa: E402
 from .export import load_model, load_pruned, save_model, save_pruned  # noqa: E402
 from .models import create_model, list_models  # noqa: E402

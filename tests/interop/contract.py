@@ -7,10 +7,10 @@ import copy
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mhaprune.adapters import prunable_modules
 from mhaprune.cost import call_model, count_macs
 from mhaprune.export import load_pruned, save_pruned
 from mhaprune.pruning import PruneConfig, Pruner, keep_all_plan, random_plan
-from mhaprune.pruning.spec import prunable_modules
 from mhaprune.train import as_logits
 from tests.conftest import unfuse
 from tests.pruning.test_equivalence import scramble

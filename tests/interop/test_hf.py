@@ -140,11 +140,16 @@ def test_documented_bert_example_prunes_to_70_percent_and_reloads(tmp_path, monk
     assert isinstance(mhaprune.load_pruned(tmp_path / "bert-pruned"), transformers.BertForSequenceClassification)
 
 
-def test_pruner_takes_a_plain_hf_model_directly(tmp_path):
+def test_pruner_takes_a_plain_hf_model_once_adapted(tmp_path):
+    from mhaprune.interop import adapt_if_foreign
+
     model = bert_model()
     inputs = text_inputs()
     ref = out(model, inputs)
-    pruner = mhaprune.Pruner(model, mhaprune.PruneConfig(target_macs=0.7), inputs)
+    adapt(bert_model())  # registers the Hugging Face layouts, as any earlier use of interop does
+    with pytest.raises(ValueError, match=r"must be converted before pruning .*BertAttention.*interop\.adapt"):
+        mhaprune.Pruner(model, mhaprune.PruneConfig(target_macs=0.7), inputs)
+    pruner = mhaprune.Pruner(adapt_if_foreign(model), mhaprune.PruneConfig(target_macs=0.7), inputs)
     assert type(model.bert.encoder.layer[0].attention).__name__ == "HFBertAttention"
     pruner.prepare()
     assert torch.equal(out(model, inputs), ref)

@@ -75,15 +75,18 @@ def test_timm_pruned_to_70_percent_by_the_cli_then_exported_and_reloaded(kind, t
     assert torch.equal(out(load_pruned(run), x), out(pruned, x))
 
 
-def test_pruner_takes_a_plain_timm_model_directly(tmp_path):
+def test_pruner_takes_a_plain_timm_model_once_adapted(tmp_path):
     from mhaprune import PruneConfig, Pruner, save_pruned
     from mhaprune.export import CheckpointError
+    from mhaprune.interop import adapt_if_foreign
 
     name, kw = MODELS["deit"]
     model = timm.create_model(name, **kw).eval()
     x = torch.randn(4, 1, 28, 28)
     ref = out(model, x)
-    pruner = Pruner(model, PruneConfig(target_macs=0.7), x)
+    with pytest.raises(ValueError, match=r"must be converted before pruning .*mhaprune\.interop\.adapt\(model\)"):
+        Pruner(model, PruneConfig(target_macs=0.7), x)  # the caller adapts (mhaprune.prune and the CLI do)
+    pruner = Pruner(adapt_if_foreign(model), PruneConfig(target_macs=0.7), x)
     pruner.prepare()
     assert torch.equal(out(model, x), ref)
     pruned = pruner.convert()

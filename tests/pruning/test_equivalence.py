@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mhaprune.adapters import prunable_modules
 from mhaprune.cost import count_macs
 from mhaprune.pruning import Plan, PruneConfig, Pruner, apply_plan, keep_all_plan, random_plan
-from mhaprune.pruning.spec import prunable_modules
 
 
 def flop_counter_macs(model, input_size):

@@ -3,11 +3,8 @@
 One forward pass at batch 1 records the token counts each module sees; every Linear, Conv2d and attention core is
 then counted by formula, so any width works (pruned models need no change). Elementwise work (norms, softmax,
 activations, the focusing function) is not counted, like fvcore and ``torch.utils.flop_counter``. The attention
-matmuls are counted explicitly, which generic counters miss when SDPA is fused:
-
-- softmax (global, windowed, PVT): ``h · N · M · (d_qk + d_v)`` per image (``M`` keys; per window for Swin);
-- focused linear: ``h · (N · d_qk + n · d_qk · d_v + N · d_qk · d_v)`` (normaliser, KᵀV, Q(KᵀV)), plus the
-  depthwise conv counted as a conv.
+matmuls are counted explicitly (each module's adapter gives their closed form, see :mod:`mhaprune.adapters`), which
+generic counters miss when SDPA is fused.
 """
 
 from __future__ import annotations
@@ -18,13 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from ..models.attention import (
-    Attention,
-    FocusedLinearAttention,
-    PvtAttention,
-    PvtFocusedLinearAttention,
-    WindowAttention,
-)
+from ..adapters import get_adapter
 
 KINDS = ("embed", "qkv", "attn", "dwc", "proj", "mlp", "sr", "merge", "head", "other")
 
@@ -44,40 +35,6 @@ _LEAF_KIND = {
 def linear_macs(tokens, in_features, out_features):
     """MACs of a linear layer applied to ``tokens`` rows (arguments may be tensors, for differentiable costs)."""
     return tokens * in_features * out_features
-
-
-def softmax_core_macs(batch, queries, keys, heads, qk_head_dim, v_head_dim):
-    """QKᵀ and AV of softmax attention; ``batch`` counts sequences (images × windows for Swin)."""
-    return batch * heads * queries * keys * (qk_head_dim + v_head_dim)
-
-
-def linear_core_macs(batch, queries, keys, heads, qk_head_dim, v_head_dim):
-    """Normaliser, KᵀV and Q(KᵀV) of focused linear attention."""
-    return (
-        batch * heads * (queries * qk_head_dim + keys * qk_head_dim * v_head_dim + queries * qk_head_dim * v_head_dim)
-    )
-
-
-def attention_geometry(module: nn.Module, args: tuple) -> tuple[int, int, int]:
-    """``(sequences, queries, keys)`` of one forward call of an attention module."""
-    B, N = args[0].shape[0], args[0].shape[1]
-    if isinstance(module, (PvtAttention, PvtFocusedLinearAttention)) and module.sr_ratio > 1:
-        H, W, sr = args[1], args[2], module.sr_ratio
-        return B, N, (H // sr) * (W // sr)
-    return B, N, N
-
-
-def core_macs(module: nn.Module, batch: int, queries: int, keys: int, qk_dim=None, v_dim=None):
-    """Core MACs of an attention module at its own widths, or at total Q/K and V widths ``qk_dim``/``v_dim``."""
-    h = module.num_heads
-    dqk = module.qk_head_dim if qk_dim is None else qk_dim / h
-    dv = module.v_head_dim if v_dim is None else v_dim / h
-    fn = linear_core_macs if is_linear_attention(module) else softmax_core_macs
-    return fn(batch, queries, keys, h, dqk, dv)
-
-
-def is_linear_attention(m: nn.Module) -> bool:
-    return isinstance(m, (FocusedLinearAttention, PvtFocusedLinearAttention))
 
 
 @dataclass
@@ -106,10 +63,6 @@ def _kind(name: str) -> str:
     if leaf == "proj":
         return "embed" if parent.startswith("patch_embed") else "proj"
     return _LEAF_KIND.get(leaf, "other")
-
-
-def _is_attention(m: nn.Module) -> bool:
-    return isinstance(m, (Attention, WindowAttention, FocusedLinearAttention, PvtAttention, PvtFocusedLinearAttention))
 
 
 def example_inputs(model: nn.Module, inputs) -> torch.Tensor | dict:
@@ -147,6 +100,10 @@ def trace_macs(model: nn.Module, input_size) -> dict[str, tuple[str, int]]:
         old = records.get(name, (kind, 0))[1]
         records[name] = (kind, old + int(macs))
 
+    def add_core(name: str, macs: int | None) -> None:
+        if macs is not None:  # the attention matmuls, which no Linear or Conv2d does
+            add(name + ".core", "attn", macs)
+
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear):
             hooks.append(
@@ -166,11 +123,9 @@ def trace_macs(model: nn.Module, input_size) -> dict[str, tuple[str, int]]:
                     )
                 )
             )
-        elif _is_attention(m):
+        elif (adapter := get_adapter(m)) is not None:
             hooks.append(
-                m.register_forward_hook(
-                    lambda mod, a, out, n=name: add(n + ".core", "attn", core_macs(mod, *attention_geometry(mod, a)))
-                )
+                m.register_forward_hook(lambda mod, a, out, n=name, ad=adapter: add_core(n, ad.core_macs(mod, a)))
             )
     was_training = model.training
     model.eval()

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..pruning.spec import LinearPairMlpAdapter, register_adapter
+from ..adapters import MlpAdapter, prunable_modules, register_adapter, register_conversion
+from ..formats.folder import load_state_strict
 from .modules import (
     ExternalModelError,
     HFAttention,
@@ -41,11 +42,6 @@ _logger = logging.getLogger(__name__)
 _BERT_FAMILY = ("Bert", "Roberta", "XLMRoberta", "Camembert", "Electra")
 
 
-class _BertMlpAdapter(LinearPairMlpAdapter):
-    fc1 = "intermediate.dense"
-    fc2 = "output.dense"
-
-
 def _timm_converters() -> dict[type, callable]:
     try:
         from timm.layers import Mlp
@@ -53,7 +49,7 @@ def _timm_converters() -> dict[type, callable]:
         from timm.models.vision_transformer import Attention as TimmVitAttention
     except ImportError:
         return {}
-    register_adapter(Mlp)(LinearPairMlpAdapter)
+    register_adapter(Mlp, adapter=MlpAdapter())
     return {TimmVitAttention: from_timm_attention, TimmWindowAttention: from_timm_window_attention}
 
 
@@ -64,7 +60,7 @@ def _hf_converters() -> dict[type, callable]:
         from transformers.models.vit import modeling_vit
     except ImportError:
         return {}
-    register_adapter(modeling_vit.ViTMLP, modeling_deit.DeiTMLP, modeling_swin.SwinMLP)(LinearPairMlpAdapter)
+    register_adapter(modeling_vit.ViTMLP, modeling_deit.DeiTMLP, modeling_swin.SwinMLP, adapter=MlpAdapter())
     conv = {
         modeling_vit.ViTAttention: from_hf_attention,
         modeling_deit.DeiTAttention: from_hf_attention,
@@ -81,14 +77,16 @@ def _hf_converters() -> dict[type, callable]:
         if att is not None and layer is not None:
             conv[att] = from_hf_bert_attention
             layers.append(layer)
-    register_adapter(*layers)(_BertMlpAdapter)
+    register_adapter(*layers, adapter=MlpAdapter(fc1="intermediate.dense", fc2="output.dense"))
     return conv
 
 
 @functools.cache
 def _converters() -> dict[type, callable]:
     """Foreign attention class -> converter; imports timm / transformers and registers the MLP adapters, once."""
-    return {**_timm_converters(), **_hf_converters()}
+    conv = {**_timm_converters(), **_hf_converters()}
+    register_conversion(*conv, how="mhaprune.interop.adapt(model)")
+    return conv
 
 
 _FOREIGN_PACKAGES = ("timm.", "transformers.")
@@ -108,8 +106,6 @@ def adapt(model: nn.Module) -> nn.Module:
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, leaf, fn(module))
         replaced += 1
-    from ..pruning import prunable_modules
-
     if not prunable_modules(model):
         raise ExternalModelError(
             f"{type(model).__name__} has no attention or MLP module that mhaprune can prune; supported: timm "
@@ -176,8 +172,6 @@ def from_timm(name: str, pretrained_file: str | Path | None = None, **kwargs) ->
     except RuntimeError as e:
         raise ExternalModelError(f"timm cannot build {name!r}: {e}") from e
     if pretrained_file is not None:
-        from ..export.folder import load_state_strict
-
         load_state_strict(model, _load_weights_file(pretrained_file), str(pretrained_file))
     adapt(model)
     model.arch_name = f"timm:{name}"

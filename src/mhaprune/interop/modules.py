@@ -3,7 +3,7 @@
 A converted module computes what the original computed (tested to float64 precision) and is called by the host
 model's own ``forward`` exactly as the original was, so the rest of the model is untouched. Being our modules, they
 store ``num_heads``/``qk_head_dim``/``v_head_dim`` and an explicit ``scale``, carry the gate slots, and are pruned
-by the core :class:`~mhaprune.pruning.spec.AttentionAdapter` (Q/K and V widths may then differ).
+by the core :class:`~mhaprune.adapters.AttentionAdapter` (Q/K and V widths may then differ).
 """
 
 from __future__ import annotations

@@ -80,8 +80,12 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     if pretrained:
         from ._pretrained import load_pretrained
 
-        return load_pretrained(name, **kwargs)
+        return load_pretrained(lambda **kw: _build(info, kw), name, **kwargs)
+    return _build(info, kwargs)
+
+
+def _build(info: ModelInfo, kwargs: dict) -> nn.Module:
     model = info.builder(**kwargs)
-    model.arch_name = name
+    model.arch_name = info.name
     model.model_args = dict(kwargs)
     return model

@@ -8,11 +8,11 @@ import copy
 import torch
 import torch.nn as nn
 
+from ..adapters import Adapter, prunable_modules
 from ..cost import count_macs, input_shape
 from .config import ConfigError, parse_macs
 from .groups import per_head_width
 from .plan import LayerPlan, Plan
-from .spec import Adapter, prunable_modules
 
 
 class LayerCost:

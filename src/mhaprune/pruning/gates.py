@@ -159,3 +159,16 @@ class ChannelGate(nn.Module):
     def extra_repr(self) -> str:
         st = self.group
         return f"group={st.name}, role={self.role}, heads={st.heads}, width={st.width}, reweight={self.apply_reweight}"
+
+
+def install_gates(module: nn.Module, adapter, states: dict[str, GroupState]) -> None:
+    """Put a :class:`ChannelGate` into every gate slot the adapter declares for a group in ``states``."""
+    for slot in adapter.gate_slots(module):
+        if slot.group in states:
+            gate = ChannelGate(states[slot.group], slot.role, owner=slot.owner, reweight=slot.reweight)
+            adapter.attach_gate(module, slot, gate)
+
+
+def reweight_multipliers(states: dict[str, GroupState]) -> dict[str, torch.Tensor]:
+    """The reweight multiplier of every group that has one (what :meth:`Adapter.fold` folds into the weights)."""
+    return {g: st.multiplier() for g, st in states.items() if st.reweight is not None}

@@ -142,7 +142,7 @@ def output_difference(
     """``D`` ``(h, d)`` of a group by the change of the module's output (called as ``module(*args, **kwargs)``; for
     modules that return a tuple, its first tensor) when each channel is masked.
 
-    With ``metric="fro"`` and ``linear`` (the adapter's :meth:`~mhaprune.pruning.spec.Adapter.output_linear`), every
+    With ``metric="fro"`` and ``linear`` (the adapter's :meth:`~mhaprune.adapters.Adapter.output_linear`), every
     ``D_c`` comes from two forwards (the first gives the base output) instead of one per channel (see
     :func:`_linear_output_difference`); the result is checked against direct masking on the largest and a middle
     channel (relative to the largest ``D``, ``check_tol``) and, where it disagrees (a norm or residual after the

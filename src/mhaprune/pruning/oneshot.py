@@ -26,11 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..adapters import prunable_modules
 from ..cost import call_model
 from .baselines import _ALL, scored_plan
-from .gates import GroupState
+from .gates import GroupState, install_gates
 from .plan import Plan
-from .spec import prunable_modules
 from .surgery import apply_plan
 
 _logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def fisher_scores(
             g: GroupState(h, d, g, init_logit=_INIT).to(dev) for g, (h, d) in adapter.groups(m).items() if g in groups
         }
         if sts:
-            adapter.install(m, sts)
+            install_gates(m, adapter, sts)
             states[path] = sts
     flags = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
@@ -130,7 +130,7 @@ def fisher_plan(
 
 def output_linear(module: nn.Module, adapter) -> nn.Linear | None:
     """The linear layer whose input columns are a module's V (attention) or hidden (MLP) channels."""
-    return adapter.output_linear(module, "v" if adapter.kind == "attention" else "hidden")
+    return adapter.output_linear(module, "v" if "v" in adapter.groups(module) else "hidden")
 
 
 class _Stop(Exception):

@@ -19,10 +19,11 @@ import logging
 import torch
 import torch.nn as nn
 
-from ..cost import call_model, is_linear_attention
+from ..adapters import no_weight_decay, unconverted_modules
+from ..cost import call_model
 from .budget import ModelCost, plan_from_rankings
 from .config import PruneConfig
-from .gates import GroupState
+from .gates import GroupState, install_gates, reweight_multipliers
 from .groups import padded_width
 from .init import linear_attention_difference, output_difference, zscore
 from .plan import Plan
@@ -55,9 +56,7 @@ class Pruner:
     """
 
     def __init__(self, model: nn.Module, cfg: PruneConfig, example_inputs: torch.Tensor | dict):
-        from ..interop import adapt_if_foreign  # timm / Hugging Face models are taken as they are
-
-        self.model, self.cfg = adapt_if_foreign(model), cfg
+        self.model, self.cfg = model, cfg
         if isinstance(example_inputs, dict):
             if not any(torch.is_tensor(v) for v in example_inputs.values()):
                 raise ValueError("example_inputs as a dict must hold tensors (e.g. input_ids, attention_mask)")
@@ -67,7 +66,21 @@ class Pruner:
                 "(e.g. input_ids and attention_mask) for models called with keywords"
             )
         self.example_inputs = example_inputs
+        todo = unconverted_modules(model)
+        if todo:
+            path, how = todo[0]
+            raise ValueError(
+                f"{type(model).__name__} holds {len(todo)} module(s) that must be converted before pruning (e.g. "
+                f"{path or 'the model'}: {type(model.get_submodule(path)).__name__}); call {how} first "
+                f"(mhaprune.prune and the CLI do)"
+            )
         self.cost = ModelCost(model, example_inputs)
+        if not self.cost.layers:
+            raise ValueError(
+                f"{type(model).__name__} has no module with a registered adapter, so nothing can be pruned; for a timm "
+                f"or Hugging Face model call mhaprune.interop.adapt(model) first (mhaprune.prune and the CLI do), for "
+                f"your own module layout register an adapter (docs/architecture.md)"
+            )
         self.groups_pruned = cfg.groups()
         self.target = self.cost.resolve_target(cfg.target_macs, self.groups_pruned, cfg.min_per_head)
         self.states: dict[str, dict[str, GroupState]] = {}
@@ -107,7 +120,7 @@ class Pruner:
                 st.tiebreak.copy_(1e-4 * zscore(w.abs().sum(-1).double().reshape(-1)).reshape(h, d).float())
                 states[g] = st
             if states:
-                lc.adapter.install(lc.module, states)
+                install_gates(lc.module, lc.adapter, states)
                 self.states[lc.path] = states
         self.calibrate()
         return self.model
@@ -127,7 +140,7 @@ class Pruner:
         hooks = []
         for lc in self.cost.layers:
             if lc.path in init_groups and any(
-                g != "qk" or not is_linear_attention(lc.module) for g in init_groups[lc.path]
+                lc.adapter.init_strategy(lc.module, g) == "output_difference" for g in init_groups[lc.path]
             ):
                 hooks.append(
                     lc.module.register_forward_pre_hook(
@@ -155,12 +168,12 @@ class Pruner:
         for lc in self.cost.layers:
             for g in init_groups.get(lc.path, ()):
                 st = self.states[lc.path][g]
-                if g == "qk" and is_linear_attention(lc.module):
+                if lc.adapter.init_strategy(lc.module, g) == "attention_difference":
                     D = linear_attention_difference(
                         st.captured["q"],
                         st.captured["k"],
                         st.heads,
-                        lc.module.focusing_factor,
+                        lc.adapter.kernel_options(lc.module)["focusing_factor"],
                         cfg.attn_init_metric,
                         cfg.attn_init_rows,
                         gen,
@@ -184,11 +197,8 @@ class Pruner:
             for g, st in self.states.get(lc.path, {}).items():
                 if not st.prunable:
                     continue
-                if (
-                    g == "qk"
-                    and lc.adapter.kind == "attention"
-                    and (scope != "linear" or is_linear_attention(lc.module))
-                ):
+                kind = lc.adapter.attention_type(lc.module)
+                if g == "qk" and kind is not None and (scope != "linear" or kind == "linear"):
                     groups.append(g)
                 elif scope == "all":
                     groups.append(g)
@@ -221,6 +231,7 @@ class Pruner:
         ind = {id(st.indicator) for _, _, st in self._all_states()}
         rw = {id(st.reweight) for _, _, st in self._all_states() if st.reweight is not None}
         groups = {"ind": [], "rw": [], "decay": [], "no_decay": []}
+        plain = no_weight_decay(model)
         for name, p in model.named_parameters():
             if not p.requires_grad and id(p) not in ind:
                 continue
@@ -228,11 +239,7 @@ class Pruner:
                 groups["ind"].append(p)
             elif id(p) in rw:
                 groups["rw"].append(p)
-            elif (
-                p.ndim <= 1
-                or name.endswith(("pos_embed", "cls_token", "positional_encoding", ".scale"))
-                or ("relative_position_bias_table" in name)
-            ):
+            elif name in plain:
                 groups["no_decay"].append(p)
             else:
                 groups["decay"].append(p)
@@ -377,7 +384,7 @@ class Pruner:
         with torch.no_grad():
             for lc in self.cost.layers:
                 states = self.states.get(lc.path, {})
-                lc.adapter.fold(lc.module, states)
+                lc.adapter.fold(lc.module, reweight_multipliers(states))
                 for st in states.values():
                     if st.reweight is not None:
                         st.reweight.fill_(1.0 if st.reweight_mode == "channel" else 0.0)

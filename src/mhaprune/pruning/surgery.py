@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..adapters import get_adapter
 from .plan import LayerPlan, Plan, PlanError
-from .spec import get_adapter
 
 
 def _module(model: nn.Module, path: str) -> nn.Module:

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from ..adapters import no_weight_decay
 from ..utils import (
     atomic_torch_save,
     atomic_write_bytes,
@@ -263,18 +264,11 @@ class Trainer:
 
     # ----------------------------------------------------------------- setup
     def _default_groups(self):
+        plain = no_weight_decay(self.model)
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (
-                no_decay
-                if p.ndim <= 1
-                or name.endswith(("pos_embed", "cls_token", "positional_encoding"))
-                or "relative_position_bias_table" in name
-                or name.endswith(".scale")
-                else decay
-            ).append(p)
+            if p.requires_grad:
+                (no_decay if name in plain else decay).append(p)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     @property

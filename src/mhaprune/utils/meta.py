@@ -36,7 +36,7 @@ def cpu_model() -> str:
 
 
 def run_metadata() -> dict:
-    from .. import __version__
+    from .._version import __version__
 
     meta = {
         "mhaprune": __version__,
