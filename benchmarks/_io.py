@@ -23,20 +23,18 @@ def write_csv(path: Path, rows: list[dict], first: tuple[str, ...]) -> None:
     tmp.replace(path)
 
 
-def recipe(epochs: float, args) -> TrainConfig:
-    """The benchmarks' search / fine-tune recipe: ``args.lr``, batch ``args.batch_size``, label smoothing 0.1, a short
-    warm-up only for stages longer than half an epoch, no checkpoints, logs or progress bars."""
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_epochs=0.0 if epochs <= 0.5 else 0.05,
-        label_smoothing=0.1,
-        device=args.device,
-        save_every=0,
-        log_every=10**9,
-        progress=False,
-    )
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "benchmark-stage.yaml"
+
+
+def recipe(epochs: float, args, **changes) -> TrainConfig:
+    """The benchmarks' search / fine-tune recipe (``configs/benchmark-stage.yaml``) for a stage of ``epochs``: a
+    warm-up only for stages longer than half an epoch; ``args`` (a namespace or dict) gives the device and may
+    override ``lr`` / ``batch_size``; ``changes`` set other fields."""
+    args = args if isinstance(args, dict) else vars(args)
+    base = TrainConfig.from_yaml(RECIPE)
+    given = {k: args[k] for k in ("lr", "batch_size") if args.get(k) is not None}
+    warmup = 0.0 if epochs <= 0.5 else base.warmup_epochs
+    return base.replace(**{"epochs": epochs, "warmup_epochs": warmup, "device": args["device"], **given, **changes})
 
 
 def first_n(dataset, n: int | None) -> None:
@@ -49,10 +47,3 @@ def finish_figure(fig, axes, path: Path) -> None:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-
-
-def labelled_calibration(train, n: int, seed: int):
-    """``n`` labelled training images drawn with ``seed`` (the same draw for every method at a seed)."""
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
-    items = [train[int(i)] for i in idx]
-    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])

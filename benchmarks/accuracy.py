@@ -39,48 +39,33 @@ import torch
 
 import mhaprune
 from mhaprune.data import build_data
+from mhaprune.methods import get_method, list_methods
 from mhaprune.pipeline import prune
-from mhaprune.pruning import PruneConfig, l1_plan, oneshot_prune, random_plan
+from mhaprune.pruning import PruneConfig
 from mhaprune.train import ClassificationLoss, DistillationLoss, Trainer, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import finish_figure, first_n, labelled_calibration, recipe, write_csv
+from ._io import finish_figure, first_n, recipe, write_csv
 from .torch_pruning_baseline import tp_prune_to
 
-METHODS = (
-    "ours",
-    "ours-paper",
-    "unconstrained",
-    "l1",
-    "random",
-    "tp-magnitude",
-    "tp-taylor",
-    "oneshot",
-    "ablate-similarity",
-    "ablate-reweight",
-    "ablate-attn-init",
-)
-_OURS_SWITCHES = {
-    "ours": {},
-    "ours-paper": {"regularizer": "squared", "attn_init_scope": "linear"},
-    "unconstrained": {"equal_heads": False},
-    "ablate-similarity": {"similarity": False},
-    "ablate-reweight": {"reweight": False},
-    "ablate-attn-init": {"attn_init": False},
-}
+# every registered method (mhaprune.methods), plus Torch-Pruning behind its optional dependency
+METHODS = (*list_methods(), "tp-magnitude", "tp-taylor")
 
 
 def _cut(method: str, model, budget: float, seed: int, splits, args):
-    """The pruned model right after pruning and its extra report fields. Baselines cut the dense weights; ours (and
-    its variants) returns what the pipeline returns: the search-trained weights with the reweight folded in."""
-    if method == "l1":
-        return mhaprune.apply_plan(copy.deepcopy(model), l1_plan(model, model.input_size, budget)), {}
-    if method == "random":
-        return mhaprune.apply_plan(copy.deepcopy(model), random_plan(model, model.input_size, budget, seed=seed)), {}
-    cfg = PruneConfig(target_macs=budget, seed=seed, **_OURS_SWITCHES[method])
-    search = recipe(args.search_epochs, args)
-    res = prune(copy.deepcopy(model), cfg, splits.train, None, search, recipe(0.0, args), calib_size=64)
-    extra = {"prune_s": round(res.report["search_s"], 1), "search_steps": res.report["search_steps"]}
+    """The pruned model right after pruning and its extra report fields, from the method as the CLI runs it: the
+    baselines cut the dense weights; ours (and its variants) returns the search-trained weights with the reweight
+    folded in."""
+    info = get_method(method)
+    search = recipe(args.search_epochs, args) if info.trains else None
+    calib = 64 if info.trains else args.calib_size
+    cfg = PruneConfig(target_macs=budget, seed=seed)
+    res = prune(copy.deepcopy(model), splits.train, method=method, config=cfg, search=search, calib_size=calib)
+    extra = {"prune_s": round(res.report.prune_s, 1)}
+    if info.trains:
+        extra.update(prune_s=round(res.report.search_s, 1), search_steps=res.report.search_steps)
+    if info.needs_labels:
+        extra["calibration_samples"] = calib
     return res.model, extra
 
 
@@ -107,10 +92,6 @@ def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
     elif method.startswith("tp-"):  # Torch-Pruning: magnitude or Taylor importance, Q/K/V head dims + MLP hidden
         calib = torch.stack([splits.train[i][0] for i in range(64)])
         cut, extra = tp_prune_to(dense, budget, method.removeprefix("tp-"), calib), {}
-    elif method == "oneshot":
-        x, y = labelled_calibration(splits.train, args.calib_size, seed)
-        cut, _, _ = oneshot_prune(dense, budget, x.to(args.device), y.to(args.device))
-        extra = {"prune_s": round(time.time() - t0, 1), "calibration_samples": len(y)}
     else:
         cut, extra = _cut(method, dense, budget, seed, splits, args)
     macs = mhaprune.count_macs(cut).total
@@ -188,8 +169,8 @@ def main(argv=None) -> int:
     p.add_argument("--search-epochs", type=float, default=0.35)
     p.add_argument("--short-epochs", type=float, default=0.5)
     p.add_argument("--full-epochs", type=float, default=2.0)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--batch-size", type=int, help="default: configs/benchmark-stage.yaml")
+    p.add_argument("--lr", type=float, help="default: configs/benchmark-stage.yaml")
     p.add_argument("--kd-alpha", type=float, default=0.5)
     p.add_argument("--calib-size", type=int, default=256, help="labelled calibration images of the one-shot baseline")
     p.add_argument("--train-subset", type=int, default=None, help="use only this many training images (smoke tests)")

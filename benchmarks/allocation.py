@@ -12,10 +12,9 @@ from pathlib import Path
 
 import mhaprune
 from mhaprune.data import build_data
+from mhaprune.pipeline import labelled_calibration
 from mhaprune.pruning import Plan, fisher_plan, l1_plan
 from mhaprune.utils import atomic_write_json, run_metadata
-
-from ._io import labelled_calibration
 
 
 def kept_by_stage(plan: Plan) -> dict[str, float]:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+# a phase is "dense-train", "finetune", or a registered method's pruning step ("ours-search", "oneshot", "l1", ...)
 PHASES = ("dense-train", "ours-search", "oneshot", "l1", "finetune")
 
 
@@ -38,31 +39,22 @@ def _rss_mb() -> float:
 
 
 def _recipe(epochs: float, args: dict):
-    from mhaprune.train import TrainConfig
+    from ._io import recipe
 
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=args["batch_size"],
-        lr=args["lr"],
-        warmup_epochs=0.0,
-        save_every=0,
-        log_every=10**9,
-        eval_every_epoch=False,
-        progress=False,
-        device=args["device"],
-    )
+    return recipe(epochs, args, warmup_epochs=0.0, eval_every_epoch=False)
 
 
 def run_phase(phase: str, args: dict) -> dict:
     """One phase in this (fresh) process; returns its timings and memory."""
     import mhaprune
     from mhaprune.data import build_data
+    from mhaprune.methods import get_method, list_methods
     from mhaprune.pipeline import prune
-    from mhaprune.pruning import PruneConfig, l1_plan, oneshot_prune
+    from mhaprune.pruning import l1_plan
     from mhaprune.train import ClassificationLoss, DistillationLoss, Trainer
     from mhaprune.utils import seed_all
 
-    from ._io import first_n, labelled_calibration
+    from ._io import first_n
 
     if args["threads"]:
         torch.set_num_threads(args["threads"])
@@ -79,16 +71,13 @@ def run_phase(phase: str, args: dict) -> dict:
     if phase == "dense-train":
         epochs = args["dense_epochs"]
         Trainer(dense, splits.train, None, _recipe(epochs, args), loss=ClassificationLoss(0.1)).fit()
-    elif phase == "ours-search":
-        cfg = PruneConfig(target_macs=args["budget"])
-        prune(dense, cfg, splits.train, None, _recipe(args["search_epochs"], args), _recipe(0.0, args))
-        epochs = args["search_epochs"]
-    elif phase == "oneshot":
-        x, y = labelled_calibration(splits.train, args["calib_size"], 0)
-        x, y = x.to(dev), y.to(dev)
-        oneshot_prune(dense, args["budget"], x, y)
-    elif phase == "l1":
-        mhaprune.apply_plan(copy.deepcopy(dense), l1_plan(dense, dense.input_size, args["budget"]))
+    elif phase.removesuffix("-search") in list_methods():  # a registered method's pruning step, as the CLI runs it
+        method = phase.removesuffix("-search")
+        trains = get_method(method).trains
+        search = _recipe(args["search_epochs"], args) if trains else None
+        calib = args["calib_size"] if not trains else 64
+        prune(dense, splits.train, method=method, target_macs=args["budget"], search=search, calib_size=calib)
+        epochs = args["search_epochs"] if trains else None
     elif phase == "finetune":
         pruned = mhaprune.apply_plan(copy.deepcopy(dense), l1_plan(dense, dense.input_size, args["budget"]))
         before, t0 = _rss_mb(), time.perf_counter()
@@ -120,13 +109,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="flatten_swin_micro", help="a model with bundled weights")
     p.add_argument("--budget", type=float, default=0.5)
-    p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
+    p.add_argument("--phases", nargs="+", default=list(PHASES), help="dense-train, finetune, or a method (ours-search)")
     p.add_argument("--dense-epochs", type=float, default=0.25)
     p.add_argument("--search-epochs", type=float, default=0.35)
     p.add_argument("--finetune-epochs", type=float, default=0.25)
     p.add_argument("--calib-size", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--batch-size", type=int, help="default: configs/benchmark-stage.yaml")
+    p.add_argument("--lr", type=float, help="default: configs/benchmark-stage.yaml")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int)
     p.add_argument("--train-subset", type=int, help="use only this many training images (smoke tests)")

@@ -55,13 +55,13 @@ def run_variant(name: str, budget: float, dense, splits, args) -> dict:
     seed_all(args.seed)
     t0 = time.time()
     cfg = PruneConfig(target_macs=budget, seed=args.seed, **VARIANTS[name])
-    res = prune(copy.deepcopy(dense), cfg, splits.train, None, recipe(args.search_epochs, args), recipe(0.0, args))
+    res = prune(copy.deepcopy(dense), splits.train, config=cfg, search=recipe(args.search_epochs, args))
     return {
         "variant": name,
         "budget": budget,
         "options": VARIANTS[name],
         "search_epochs": args.search_epochs,
-        "search_steps": res.report["search_steps"],
+        "search_steps": res.report.search_steps,
         "macs": mhaprune.count_macs(res.model).total,
         "val_top1": evaluate(res.model, splits.val, device=args.device)["top1"],
         "wall_s": round(time.time() - t0, 1),
@@ -77,8 +77,8 @@ def main(argv=None) -> int:
         "--variants", nargs="+", choices=tuple(VARIANTS), default=[v for v in VARIANTS if v != "paper+patience-150"]
     )
     p.add_argument("--search-epochs", type=float, default=0.35)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--batch-size", type=int, help="default: configs/benchmark-stage.yaml")
+    p.add_argument("--lr", type=float, help="default: configs/benchmark-stage.yaml")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=None, help="use only this many training images (smoke tests)")
     p.add_argument("--eval-subset", type=int, default=None, help="validate on only this many images (smoke tests)")

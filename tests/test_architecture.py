@@ -25,7 +25,9 @@ def _lint(src: Path, config: Path) -> subprocess.CompletedProcess:
 
 def _copy_tree(tmp_path: Path) -> Path:
     src = tmp_path / "src"
-    shutil.copytree(ROOT / "src" / "mhaprune", src / "mhaprune", ignore=shutil.ignore_patterns("weights", "__pycache__"))
+    shutil.copytree(
+        ROOT / "src" / "mhaprune", src / "mhaprune", ignore=shutil.ignore_patterns("weights", "__pycache__")
+    )
     shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
     return src
 

@@ -24,7 +24,7 @@ def _run(rescale: bool):
     search = TrainConfig(epochs=0, max_steps=4, batch_size=32, warmup_epochs=0, progress=False, save_every=0)
     finetune = TrainConfig(epochs=0.0, max_steps=None, batch_size=32, progress=False, save_every=0)
     cfg = PruneConfig(target_macs=0.6, patience=0, indicator_lr=0.5, rescale=rescale)
-    return prune(model, cfg, _data(), None, search, finetune, calib_size=48)
+    return prune(model, _data(), config=cfg, search=search, finetune=finetune, calib_size=48)
 
 
 def test_rescale_scales_only_the_kept_output_columns():
@@ -32,9 +32,9 @@ def test_rescale_scales_only_the_kept_output_columns():
     assert (
         plain.plan.to_dict()["layers"] == scaled.plan.to_dict()["layers"]
     )  # the search is the same; only the weights after it differ
-    assert "rescale" not in plain.report
+    assert plain.report.rescale is None and "rescale" not in plain.report.to_dict()
     lins = {p: output_linear(m, a) for p, m, a in prunable_modules(scaled.model)}
-    assert scaled.report["rescale"]["layers"] == len(lins) and scaled.report["rescale"]["applied"] >= 1
+    assert scaled.report.rescale["layers"] == len(lins) and scaled.report.rescale["applied"] >= 1
     a, b = plain.model.state_dict(), scaled.model.state_dict()
     scaled_weights = {
         f"{p}.{n}" for p in lins for n, t in scaled.model.get_submodule(p).named_parameters() if t is lins[p].weight

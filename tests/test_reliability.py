@@ -155,6 +155,7 @@ SETUPS = {
     "ckpt-unknown-arch": lambda d: _edit_config(
         _model_folder(d), lambda c: c.__setitem__("architecture", "no_such_model")
     ),
+    "folder-newer-format": lambda d: _edit_config(_model_folder(d), lambda c: c.__setitem__("format_version", 99)),
     "ckpt-bad-args": lambda d: _edit_config(_model_folder(d), lambda c: c["model_args"].__setitem__("wings", 2)),
     "weights-corrupt": lambda d: (_model_folder(d) / "model.safetensors").write_bytes(os.urandom(4096)) and d,
     "weights-truncated": _setup_weights_truncated,

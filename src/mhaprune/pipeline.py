@@ -1,6 +1,8 @@
-"""The whole pipeline for scripts and the CLI: calibrate → init → search → convert → fine-tune (KD) → evaluate.
+"""The whole pipeline for scripts and the CLI: a registered method prunes (calibrate → init → search → convert for
+ours; one shot for the others) → KD fine-tune → evaluate → latency, returned with a typed :class:`PruneReport`.
 
-This module wires :mod:`mhaprune.pruning` (which knows nothing of training) to :mod:`mhaprune.train`.
+This module wires :mod:`mhaprune.methods` (which choose what to keep) to :mod:`mhaprune.train` (which fine-tunes);
+it is the same for every method.
 """
 
 from __future__ import annotations
@@ -8,53 +10,92 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .cost import count_macs
-from .pruning import Plan, PruneConfig, Pruner
-from .pruning.oneshot import rescale_outputs
-from .train import Callback, ClassificationLoss, DistillationLoss, TrainConfig, Trainer, evaluate
+from .cost import call_model, count_macs
+from .interop import adapt_if_foreign
+from .methods import MethodContext, get_method, method_config
+from .methods.ours import PruningCallback  # noqa: F401  (re-exported: the search callback for your own loops)
+from .pruning import ConfigError, ModelCost, Plan, PruneConfig
+from .train import ClassificationLoss, DistillationLoss, TrainConfig, Trainer, evaluate
 
 _logger = logging.getLogger(__name__)
 
+REPORT_VERSION = 1
 
-class PruningCallback(Callback):
-    """Adds the MACs regulariser to the loss and drives :meth:`Pruner.step`; its state resumes with the run."""
 
-    def __init__(self, pruner: Pruner):
-        self.pruner = pruner
+@dataclass(frozen=True)
+class PruneRecipe:
+    """The stages around the method in ``mhaprune prune`` (the defaults are the embedded default run's).
 
-    def extra_loss(self, trainer):
-        return self.pruner.regularization_loss()
+    Args:
+        method: the pruning method (listed at the end of ``mhaprune prune --help``).
+        search_epochs: search budget of the methods that train, in epochs (0 = one-shot from the initialised
+            indicators); one-shot methods take none.
+        finetune_epochs: KD fine-tune epochs (default: 0.6 for the methods that train, 0 for one-shot methods,
+            which then run without any training).
+        kd_alpha: weight of the distillation term (0 = hard labels only).
+        calib_size: calibration samples drawn (seeded) from the training split.
+        latency_batch: batch of the dense-vs-pruned latency measurement (0 = not measured).
+    """
 
-    def on_step_end(self, trainer):
-        self.pruner.step()
-        if trainer.step % trainer.cfg.log_every == 0:
-            trainer._log(
-                {
-                    "step": trainer.step,
-                    "search_macs": self.pruner.current_macs(),
-                    "target_macs": self.pruner.target,
-                    "frozen": self.pruner.frozen,
-                }
-            )
+    method: str = field(default="ours", metadata={"metavar": "NAME"})
+    search_epochs: float = field(default=0.35, metadata={"metavar": "E"})
+    finetune_epochs: float | None = field(default=None, metadata={"metavar": "E"})
+    kd_alpha: float = field(default=0.5, metadata={"metavar": "A"})
+    calib_size: int = field(default=64, metadata={"metavar": "N"})
+    latency_batch: int = field(default=32, metadata={"metavar": "N"})
 
-    def state_dict(self):
-        return self.pruner.state_dict()
+    def __post_init__(self):
+        for name in ("search_epochs", "kd_alpha", "latency_batch"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.finetune_epochs is not None and self.finetune_epochs < 0:
+            raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        if self.calib_size < 1:
+            raise ConfigError(f"calib_size must be >= 1, got {self.calib_size}")
+        get_method(self.method)  # an unknown name fails here, before any work
 
-    def load_state_dict(self, state):
-        self.pruner.load_state_dict(state)
+    def finetune_budget(self) -> float:
+        """The fine-tune epochs this recipe means for its method."""
+        if self.finetune_epochs is not None:
+            return self.finetune_epochs
+        return 0.6 if get_method(self.method).trains else 0.0
+
+
+# the optimisation recipe of the embedded default run's stages (search: the same without warm-up)
+PRUNE_TRAIN = TrainConfig(lr=5e-4, warmup_epochs=0.05, save_every=100)
 
 
 def calibration_batch(dataset, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` images drawn (seeded) from ``dataset`` (use the training split)."""
+    return labelled_calibration(dataset, n, seed)[0]
+
+
+def labelled_calibration(dataset, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``n`` samples and their labels drawn (seeded) from ``dataset``; labels ``None`` when the items have none."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(dataset), generator=g)[: min(n, len(dataset))]
-    return torch.stack([dataset[int(i)][0] for i in idx])
+    items = [dataset[int(i)] for i in idx]
+    x = torch.stack([it[0] for it in items])
+    labelled = all(len(it) > 1 and it[1] is not None for it in items)
+    return x, (torch.tensor([int(it[1]) for it in items]) if labelled else None)
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    """How latency is measured: median seconds per forward of a random ``batch`` (eager, fp32) on ``device`` with
+    ``threads`` CPU threads (``None``: torch's current setting), after ``warmup`` calls."""
+
+    batch: int = 32
+    repeats: int = 10
+    warmup: int = 3
+    device: str = "cpu"
+    threads: int | None = None
 
 
 @torch.no_grad()
@@ -65,13 +106,13 @@ def measure_latency(
     model = model.eval().to(device)
     x = torch.randn(batch, *input_size, device=device)
     for _ in range(warmup):
-        model(x)
+        call_model(model, x)
     times = []
     for _ in range(repeats):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t = time.perf_counter()
-        model(x)
+        call_model(model, x)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
@@ -79,125 +120,228 @@ def measure_latency(
 
 
 @dataclass
+class LatencyReport:
+    """Dense and pruned latency measured side by side in one process (see :class:`LatencySpec`)."""
+
+    batch: int
+    dense_s: float
+    pruned_s: float
+    speedup: float
+    macs_ratio: float
+    device: str = "cpu"
+    threads: int | None = None
+
+
+def compare_latency(dense: nn.Module, pruned: nn.Module, input_size, spec: LatencySpec) -> LatencyReport:
+    """Dense vs pruned latency under ``spec`` (the dense model may be untrained: only its shapes matter)."""
+    old = torch.get_num_threads()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    try:
+        kw = dict(batch=spec.batch, repeats=spec.repeats, warmup=spec.warmup, device=spec.device)
+        d, p = measure_latency(dense, input_size, **kw), measure_latency(pruned, input_size, **kw)
+    finally:
+        torch.set_num_threads(old)
+    ratio = count_macs(dense, input_size).total / count_macs(pruned, input_size).total
+    return LatencyReport(spec.batch, d, p, d / p, ratio, spec.device, spec.threads or old)
+
+
+@dataclass
+class CostSummary:
+    macs: int
+    params: int
+    macs_by_kind: dict[str, int]
+
+
+@dataclass
+class PruneReport:
+    """What one prune run measured. :meth:`to_dict` / :meth:`from_dict` give ``report.json``.
+
+    ``after_prune``, ``val`` and ``test`` hold :func:`mhaprune.train.evaluate` results (``val``/``test``:
+    ``{"dense": ..., "pruned": ...}`` where measured); times are wall seconds; ``method_info`` is what the method
+    reported (e.g. its rescaling fits)."""
+
+    method: str
+    dense: CostSummary
+    pruned: CostSummary
+    target_macs: int
+    calibrate_s: float = 0.0
+    search_s: float = 0.0
+    search_steps: int = 0
+    prune_s: float = 0.0
+    finetune_s: float = 0.0
+    finetune_steps: int = 0
+    after_prune: dict = field(default_factory=dict)
+    val: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
+    rescale: dict | None = None
+    latency: LatencyReport | None = None
+    wall_s: float = 0.0
+    method_info: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {"version": REPORT_VERSION, **asdict(self)}
+        return {k: v for k, v in d.items() if v is not None and not (k in ("val", "test") and not v)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PruneReport:
+        d = dict(d)
+        version = d.pop("version", 1)
+        if version > REPORT_VERSION:
+            raise ConfigError(f"report version {version} is newer than this mhaprune reads ({REPORT_VERSION})")
+        d.setdefault("method", "ours")
+        for key in ("dense", "pruned"):
+            d[key] = CostSummary(**d[key])
+        if d.get("latency") is not None:
+            d["latency"] = LatencyReport(**d["latency"])
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
 class PruneResult:
     model: nn.Module
     plan: Plan
-    report: dict = field(default_factory=dict)
+    report: PruneReport
 
 
-def _with_teacher(cfg: TrainConfig, teacher: nn.Module | None, kd_alpha: float) -> nn.Module:
-    base = ClassificationLoss(cfg.label_smoothing)
+def _summary(model: nn.Module, input_size) -> CostSummary:
+    r = count_macs(model, input_size)
+    return CostSummary(r.total, r.params, r.by_kind)
+
+
+def objective(recipe: TrainConfig, teacher: nn.Module | None, kd_alpha: float) -> nn.Module:
+    """The training objective: cross-entropy with the recipe's label smoothing, plus distillation from ``teacher``
+    with weight ``kd_alpha`` (none when 0 or no teacher)."""
+    base = ClassificationLoss(recipe.label_smoothing)
     return DistillationLoss(base, teacher, alpha=kd_alpha) if teacher is not None and kd_alpha > 0 else base
-
-
-def _run_stage(
-    name: str, model, train_set, val_set, cfg: TrainConfig, out: Path | None, resume: bool, loss, **trainer_kwargs
-) -> Trainer:
-    """Train one stage in ``out/name`` (checkpoints there), continuing from its checkpoint when ``resume``."""
-    stage_dir = out / name if out else None
-    trainer = Trainer(model, train_set, val_set, cfg, out_dir=stage_dir, loss=loss, **trainer_kwargs)
-    can_resume = resume and stage_dir is not None and (stage_dir / "checkpoint.pt").exists()
-    trainer.fit(resume=stage_dir if can_resume else None)
-    return trainer
 
 
 def prune(
     model: nn.Module,
-    cfg: PruneConfig,
     train_set,
-    val_set,
-    search: TrainConfig,
-    finetune: TrainConfig,
+    val_set=None,
     test_set=None,
+    *,
+    method: str = "ours",
+    config: PruneConfig | None = None,
+    target_macs: float | int | str | None = None,
+    search: TrainConfig | None = None,
+    finetune: TrainConfig | None = None,
     out_dir: str | Path | None = None,
     calib_size: int = 64,
     kd_alpha: float = 0.5,
     teacher: nn.Module | None = None,
     resume: bool = False,
+    latency: LatencySpec | None = None,
 ) -> PruneResult:
-    """Prune ``model`` (in place) to ``cfg.target_macs`` and fine-tune it with distillation from the dense model.
+    """Prune ``model`` (in place) with a registered ``method`` and fine-tune it with distillation from the dense
+    model.
 
     Args:
-        model: a dense model built by :func:`mhaprune.create_model` (or loaded from a folder).
-        cfg: pruning options.
-        train_set / val_set / test_set: datasets of ``(image, label)``; the test set is only reported.
-        search: recipe of the search stage (its ``epochs``/``max_steps`` is the search budget; 0 = one-shot).
-        finetune: recipe of the fine-tune stage (0 epochs = none).
+        model: a dense model built by :func:`mhaprune.create_model`, loaded from a folder, or a timm / Hugging Face
+            model adapted by :mod:`mhaprune.interop` (plain ones are adapted here).
+        train_set / val_set / test_set: datasets of ``(input, label)``; the test set is only reported.
+        method: a name from :func:`mhaprune.methods.list_methods` (``ours``, ``oneshot``, ``l1``, ``random``...).
+        config: pruning options (default :class:`PruneConfig`); the method's own overrides are applied on top.
+        target_macs: shorthand for ``config.target_macs`` (a fraction, ``"70%"``, or a count such as ``"1.2G"``).
+        search: recipe of the search stage of methods that train (``None``: no search steps, i.e. the
+            initialised indicators decide); ignored by one-shot methods.
+        finetune: recipe of the KD fine-tune (``None``: none).
         out_dir: run folder; the stages checkpoint into ``search/`` and ``finetune/`` there.
-        calib_size: images of the calibration batch (similarity weights, init).
+        calib_size: samples of the calibration batch (drawn from ``train_set`` with ``config.seed``).
         kd_alpha: weight of the distillation term (0: hard labels only).
         teacher: KD teacher (default: a frozen copy of the dense model).
         resume: continue the stages from their checkpoints in ``out_dir``.
+        latency: measure dense vs pruned latency this way (``None``: not measured).
 
     Returns:
-        the pruned plain model, its plan and a report (MACs, params, accuracies, timings).
+        the pruned plain model, its plan and a :class:`PruneReport`.
+
+    Example:
+        >>> import mhaprune
+        >>> from torch.utils.data import TensorDataset
+        >>> import torch
+        >>> data = TensorDataset(torch.randn(64, 1, 32, 32), torch.randint(0, 10, (64,)))
+        >>> res = mhaprune.prune(mhaprune.create_model("flatten_swin_micro"), data, method="l1", target_macs=0.5)
+        >>> res.report.pruned.macs <= res.report.target_macs
+        True
     """
-    device = search.device
+    t_start = time.time()
+    info = get_method(method)
+    cfg = config or PruneConfig()
+    if target_macs is not None:
+        cfg = cfg.replace(target_macs=target_macs)
+    cfg = method_config(info, cfg)
+    model = adapt_if_foreign(model)  # timm / Hugging Face models: adapted by the caller of Pruner, i.e. here
+    device = (search or finetune or TrainConfig()).device
     out = Path(out_dir) if out_dir is not None else None
     input_size = tuple(model.input_size)
-    dense_report = count_macs(model, input_size)
-    dense = copy.deepcopy(model).eval() if teacher is None or cfg.rescale else None
+    dense_cost = _summary(model, input_size)
+    dense = copy.deepcopy(model).eval()
     teacher = teacher if teacher is not None else dense
-    report: dict = {
-        "dense": {"macs": dense_report.total, "params": dense_report.params, "macs_by_kind": dense_report.by_kind}
-    }
+    x, y = labelled_calibration(train_set, calib_size, cfg.seed)
+    if info.needs_labels and y is None:
+        raise ValueError(f"method {method} needs labelled calibration data; the training set has no labels")
+    ctx = MethodContext(
+        cfg=cfg,
+        calib=x.to(device),
+        calib_targets=y.to(device) if y is not None else None,
+        train_set=train_set,
+        search=search if info.trains else None,
+        search_loss=objective(search, teacher, kd_alpha) if info.trains and search is not None else None,
+        dense=dense,
+        out_dir=out,
+        resume=resume,
+    )
     t0 = time.time()
-    calib = calibration_batch(train_set, calib_size, cfg.seed)
-    pruner = Pruner(model.to(device), cfg, calib.to(device))
-    pruner.prepare()
-    report["calibrate_s"] = round(time.time() - t0, 2)
+    result = info.fn(model.to(device), ctx)
+    prune_s = round(time.time() - t0, 2)
+    m_info = dict(result.info)
 
-    t1 = time.time()
-    search_steps = 0
-    if search.epochs > 0 or search.max_steps:
-        trainer = _run_stage(
-            "search",
-            model,
-            train_set,
-            None,
-            search,
-            out,
-            resume,
-            _with_teacher(search, teacher, kd_alpha),
-            callbacks=[PruningCallback(pruner)],
-            param_groups=lambda m: pruner.param_groups(m, search.weight_decay, search.lr),
-        )
-        search_steps = trainer.step
-    report["search_s"] = round(time.time() - t1, 2)
-    report["search_steps"] = search_steps
-    report["target_macs"] = pruner.target
-    plan = pruner.plan()
-    pruned = pruner.convert(plan)
-    if cfg.rescale:
-        t3 = time.time()
-        fits = rescale_outputs(pruned, dense, calib.to(device), batch_size=search.batch_size)
-        report["rescale"] = {
-            "layers": len(fits),
-            "applied": sum(f["applied"] for f in fits.values()),
-            "s": round(time.time() - t3, 2),
-        }
-    return _finish(pruned, plan, teacher, report, train_set, val_set, test_set, finetune, out, resume, kd_alpha)
+    report = PruneReport(
+        method=method,
+        dense=dense_cost,
+        pruned=dense_cost,
+        target_macs=result.plan.target_macs
+        or ModelCost(dense, input_size).resolve_target(cfg.target_macs, cfg.groups(), cfg.min_per_head),
+        calibrate_s=m_info.pop("calibrate_s", 0.0),
+        search_s=m_info.pop("search_s", 0.0),
+        search_steps=m_info.pop("search_steps", 0),
+        prune_s=prune_s,
+        rescale=m_info.pop("rescale", None),
+        method_info=m_info,
+    )
+    pruned = _finetune_and_evaluate(result.model, teacher, report, train_set, val_set, test_set, finetune, out,
+                                    resume, kd_alpha, device)  # fmt: skip
+    if latency is not None:
+        report.latency = compare_latency(dense, pruned, input_size, latency)
+    report.wall_s = round(time.time() - t_start, 1)
+    return PruneResult(pruned, result.plan, report)
 
 
-def _finish(pruned, plan, teacher, report, train_set, val_set, test_set, finetune, out, resume, kd_alpha):
-    """Evaluate right after pruning, fine-tune with distillation, measure and evaluate."""
-    device = finetune.device
+def _finetune_and_evaluate(pruned, teacher, report, train_set, val_set, test_set, finetune, out, resume, kd_alpha,
+                           device):  # fmt: skip
+    """Evaluate right after pruning, fine-tune with distillation, then evaluate on validation and test."""
     input_size = tuple(pruned.input_size)
-    report["after_prune"] = evaluate(pruned, val_set, device=device) if val_set is not None else {}
+    report.after_prune = evaluate(pruned, val_set, device=device) if val_set is not None else {}
     t2 = time.time()
-    if finetune.epochs > 0 or finetune.max_steps:
-        trainer = _run_stage(
-            "finetune", pruned, train_set, val_set, finetune, out, resume, _with_teacher(finetune, teacher, kd_alpha)
-        )
+    tuned = finetune is not None and finetune.runs
+    if tuned:
+        stage = out / "finetune" if out else None
+        trainer = Trainer(pruned, train_set, val_set, finetune, out_dir=stage,
+                          loss=objective(finetune, teacher, kd_alpha))  # fmt: skip
+        can_resume = resume and stage is not None and (stage / "checkpoint.pt").exists()
+        trainer.fit(resume=stage if can_resume else None)
+        report.finetune_steps = trainer.step
         pruned = trainer.eval_model()
-    report["finetune_s"] = round(time.time() - t2, 2)
-    r = count_macs(pruned, input_size)
-    report["pruned"] = {"macs": r.total, "params": r.params, "macs_by_kind": r.by_kind}
-    if val_set is not None:
-        report["val"] = {"pruned": evaluate(pruned, val_set, device=device)}
+    report.finetune_s = round(time.time() - t2, 2)
+    report.pruned = _summary(pruned, input_size)
+    if val_set is not None:  # without a fine-tune the model is the one already evaluated
+        report.val = {"pruned": evaluate(pruned, val_set, device=device) if tuned else report.after_prune}
     if test_set is not None:
-        report["test"] = {
+        report.test = {
             "dense": evaluate(teacher, test_set, device=device),
             "pruned": evaluate(pruned, test_set, device=device),
         }
-    return PruneResult(pruned, plan, report)
+    return pruned

@@ -10,54 +10,37 @@ import time
 from pathlib import Path
 
 from ._common import add_data_args
-from .cmd_train import TRAIN_DEFAULTS, add_train_args
+from .cmd_train import add_train_args, train_defaults
 
 DEFAULT_MODEL = "flatten_swin_micro"
 
-# PruneConfig options that the CLI passes through when given (None = PruneConfig's default)
-_METHOD_OPTIONS = (
-    "indicator_lr",
-    "weight_lr_scale",
-    "reg_weight",
-    "patience",
-    "round_to",
-    "regularizer",
-    "threshold",
-    "similarity_source",
-    "attn_init_scope",
-    "attn_init_metric",
-    "rescale",
-)
 
-PRUNE_DEFAULTS = {
-    **TRAIN_DEFAULTS,
-    # the fine-tune recipe (shared by the search for the weights)
-    "lr": 5e-4,
-    "warmup_epochs": 0.05,
-    "no_augment": True,
-    "save_every": 100,
-    "epochs": None,
-    # budget and stages
-    "random_init": False,
-    "timm": None,
-    "hf": None,
-    "pretrained_file": None,
-    "target_macs": "0.7",
-    "search_epochs": 0.35,
-    "finetune_epochs": 0.6,
-    "kd_alpha": 0.5,
-    "calib_size": 64,
-    # method options: None = PruneConfig's default
-    **dict.fromkeys(_METHOD_OPTIONS),
-    **dict.fromkeys(
-        ("no_similarity", "no_equal_heads", "no_reweight", "no_attn_init", "no_prune_qk", "no_prune_v", "no_prune_mlp"),
-        False,
-    ),
-}
+def _method_lines() -> str:
+    from ..methods import get_method, list_methods
+
+    rows = []
+    for name in list_methods():
+        info = get_method(name)
+        tag = "trains" if info.trains else "one-shot"
+        rows.append(f"  {name:<18} {info.summary} [{tag}]")
+    return "methods (--method NAME):\n" + "\n".join(rows)
 
 
 def add_parser(sub):
-    p = sub.add_parser("prune", help="prune a model to a MACs target (no arguments: the embedded default)")
+    import argparse
+
+    from ..pipeline import PRUNE_TRAIN, PruneRecipe
+    from ..pruning import PruneConfig
+    from ._options import add_config_args
+
+    p = sub.add_parser(
+        "prune",
+        help="prune a model to a MACs target (no arguments: the embedded default)",
+        description="Prune a model to a MACs target with a registered method, fine-tune it with distillation, "
+        "evaluate and save it. With no arguments: the bundled flatten_swin_micro to 70% of its MACs with ours.",
+        epilog=_method_lines(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-c", "--config", metavar="YAML", help="recipe file; explicit flags win")
     m = p.add_argument_group("model (default: the bundled flatten_swin_micro)")
     m.add_argument("--model", metavar="NAME", help="registered model (its bundled weights when it has them)")
@@ -73,82 +56,54 @@ def add_parser(sub):
         help="allow a model without trained weights (for latency/shape studies)",
     )
     add_data_args(p)
-    b = p.add_argument_group("budget and stages")
-    b.add_argument("--target-macs", metavar="T", help="fraction of dense MACs (0.7), percentage (70%%) or count (1.2G)")
-    b.add_argument(
-        "--search-epochs",
-        type=float,
-        metavar="E",
-        help="search budget in epochs (default 0.35; 0 = one-shot from the initialised indicators)",
-    )
-    b.add_argument("--finetune-epochs", type=float, metavar="E", help="KD fine-tune epochs (default 0.6)")
-    b.add_argument("--kd-alpha", type=float, metavar="A", help="distillation weight (0 = hard labels only)")
-    b.add_argument("--calib-size", type=int, metavar="N", help="calibration images (default 64)")
-    meth = p.add_argument_group("method options (see docs/method.md)")
-    meth.add_argument("--indicator-lr", type=float, metavar="LR")
-    meth.add_argument(
-        "--weight-lr-scale", type=float, metavar="S", help="weights' LR during the search, × --lr (0 = frozen)"
-    )
-    meth.add_argument("--reg-weight", type=float, metavar="L")
-    meth.add_argument("--patience", type=int, metavar="STEPS")
-    meth.add_argument("--round-to", type=int, metavar="K", help="kept channels per head a multiple of K (e.g. 8)")
-    meth.add_argument("--regularizer", choices=("squared", "log"))
-    meth.add_argument("--threshold", choices=("sigmoid", "raw"))
-    meth.add_argument("--similarity-source", choices=("activation", "weight"))
-    meth.add_argument("--attn-init-scope", choices=("linear", "attention", "all"))
-    meth.add_argument("--attn-init-metric", choices=("fro", "kl"))
-    meth.add_argument(
-        "--rescale",
-        action="store_true",
-        default=None,
-        help="after the search, least-squares rescale each pruned layer's kept output columns to the dense model",
-    )
-    for flag, what in (
-        ("similarity", "channel-similarity weights"),
-        ("equal-heads", "equal-per-head adjustment"),
-        ("reweight", "reweight module"),
-        ("attn-init", "attention-difference init"),
-        ("prune-qk", "Q/K pruning"),
-        ("prune-v", "V pruning"),
-        ("prune-mlp", "MLP pruning"),
-    ):
-        meth.add_argument(f"--no-{flag}", action="store_true", default=None, help=f"switch off the {what}")
+    b = p.add_argument_group("method, budget and stages")
+    add_config_args(b, PruneRecipe)
+    add_config_args(b, PruneConfig, only=("target_macs",))
+    meth = p.add_argument_group("method options (docs/method.md; each method reads its own, see --help's list)")
+    add_config_args(meth, PruneConfig, skip=("target_macs",))
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/prune-MODEL-TIMESTAMP)")
-    add_train_args(p)
+    add_train_args(p, base=PRUNE_TRAIN, skip=("epochs",))
+    p.add_argument("--epochs", type=float, default=None, help=argparse.SUPPRESS)  # refused with a hint below
     p.set_defaults(func=run)
+
+
+def prune_defaults() -> dict:
+    """What every prune flag means when neither it nor the recipe file sets it (from the config dataclasses)."""
+    from ..pipeline import PRUNE_TRAIN, PruneRecipe
+    from ..pruning import PruneConfig
+    from ._options import config_defaults
+
+    return {
+        **train_defaults(PRUNE_TRAIN, skip=("epochs",)),
+        "no_augment": True,  # the fine-tune of a trained model: no augmentation
+        "epochs": None,
+        "random_init": False,
+        "timm": None,
+        "hf": None,
+        "pretrained_file": None,
+        **config_defaults(PruneRecipe),
+        **config_defaults(PruneConfig),
+    }
 
 
 def _prune_config(opts: dict):
     from ..pruning import PruneConfig
+    from ._options import config_values
 
-    kw = dict(
-        target_macs=opts["target_macs"],
-        similarity=not opts["no_similarity"],
-        equal_heads=not opts["no_equal_heads"],
-        reweight=not opts["no_reweight"],
-        attn_init=not opts["no_attn_init"],
-        prune_qk=not opts["no_prune_qk"],
-        prune_v=not opts["no_prune_v"],
-        prune_mlp=not opts["no_prune_mlp"],
-        seed=opts["seed"],
-    )
-    for k in _METHOD_OPTIONS:
-        if opts[k] is not None:
-            kw[k] = opts[k]
-    target = kw["target_macs"]
+    kw = config_values(PruneConfig, opts)
+    target = kw.get("target_macs", PruneConfig.target_macs)
     try:
         kw["target_macs"] = float(target)
     except (TypeError, ValueError):
         pass
-    return PruneConfig(**kw)
+    return PruneConfig(**kw, seed=opts["seed"])
 
 
-def _dense_twin(model):
-    """An untrained dense model of the same architecture (for the latency comparison)."""
-    from ..export.folder import build_base
+def _recipe(opts: dict):
+    from ..pipeline import PruneRecipe
+    from ._options import config_values
 
-    cfg = {"architecture": model.arch_name, "model_args": model.model_args, **getattr(model, "mhaprune_build", {})}
-    return build_base(cfg)
+    return PruneRecipe(**config_values(PruneRecipe, opts))
 
 
 def _fmt(n: float) -> str:
@@ -202,13 +157,33 @@ def _load_model(opts: dict, name: str | None, model_args: dict):
     return model
 
 
+def _stage_configs(opts: dict, recipe, n_train: int, device: str, progress: bool):
+    """The search and fine-tune recipes the flags describe, checked against the data (``None``: no such stage)."""
+    from ..methods import get_method
+    from ..pipeline import PRUNE_TRAIN
+    from .cmd_train import train_config_from
+
+    # a stage runs when its epochs are > 0 (--max-steps caps the steps of the stages that run)
+    search = None
+    if get_method(recipe.method).trains and recipe.search_epochs > 0:
+        search_opts = {**opts, "epochs": recipe.search_epochs, "warmup_epochs": 0.0}
+        search = train_config_from(search_opts, device, progress, PRUNE_TRAIN)
+    epochs = recipe.finetune_budget()
+    finetune = train_config_from({**opts, "epochs": epochs}, device, progress, PRUNE_TRAIN) if epochs > 0 else None
+    for stage in (search, finetune):
+        if stage is not None and stage.runs:
+            stage.validate(n_train)
+    return search, finetune
+
+
 def run(args) -> int:
     import torch
 
     from ..data import build_data
     from ..export import save_pruned
-    from ..models._pretrained import pretrained_models
-    from ..pipeline import measure_latency, prune
+    from ..methods import get_method, method_config
+    from ..models import pretrained_models
+    from ..pipeline import LatencySpec, prune
     from ..pruning import ModelCost
     from ..train import CHECKPOINT, read_checkpoint
     from ..utils import atomic_write_json, run_metadata, seed_all
@@ -221,15 +196,23 @@ def run(args) -> int:
         prepare_out_dir,
         resolve,
     )
-    from .cmd_train import train_config_from
 
     t0 = time.time()
-    opts = resolve(args, PRUNE_DEFAULTS, load_yaml_config(args.config))
+    file_recipe = load_yaml_config(args.config)
+    opts = resolve(args, prune_defaults(), file_recipe)
     if opts["epochs"] is not None:
         raise UserError("prune takes --search-epochs and --finetune-epochs, not --epochs")
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
     cfg = _prune_config(opts)  # validates the method options before any work
+    recipe = _recipe(opts)  # ... and the method's name
+    method = get_method(recipe.method)
+    cfg = method_config(method, cfg)
+    if not method.trains and (args.search_epochs or file_recipe.get("search_epochs")):
+        raise UserError(
+            f"method {method.name} is one-shot and takes no search epochs; drop --search-epochs (methods that train: "
+            f"ours and its variants)"
+        )
     sources = [k for k in ("model", "checkpoint", "timm", "hf") if opts[k]]
     if len(sources) > 1:
         raise UserError(f"give one model source, not {' and '.join('--' + k for k in sources)}")
@@ -260,46 +243,34 @@ def run(args) -> int:
         opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"], fit=opts["fit"]
     )
     check_classes(model, splits.classes)
-    progress = not args.no_progress
-    search = train_config_from({**opts, "epochs": opts["search_epochs"], "warmup_epochs": 0.0}, device, progress)
-    finetune = train_config_from({**opts, "epochs": opts["finetune_epochs"]}, device, progress)
-    if search.epochs > 0:
-        search.validate(len(splits.train))
-    if finetune.epochs > 0:
-        finetune.validate(len(splits.train))
+    search, finetune = _stage_configs(opts, recipe, len(splits.train), device, not args.no_progress)
     if args.resume:  # a checkpoint that cannot be used stops here, before anything is written
         for stage in ("search", "finetune"):
             if (Path(out_arg) / stage / CHECKPOINT).exists():
                 read_checkpoint(Path(out_arg) / stage / CHECKPOINT)
     out = prepare_out_dir(out_arg, args.overwrite, args.resume, markers)
-    atomic_write_json(out / "resolved_config.json", {**opts, "prune_config": cfg.to_dict(), **run_metadata()})
+    resolved = {**opts, "prune_config": cfg.to_dict(), "recipe": recipe.__dict__, **run_metadata()}
+    atomic_write_json(out / "resolved_config.json", resolved)
     result = prune(
         model,
-        cfg,
         splits.train,
         splits.val,
-        search,
-        finetune,
-        test_set=splits.test,
+        splits.test,
+        method=recipe.method,
+        config=cfg,
+        search=search,
+        finetune=finetune,
         out_dir=out,
-        calib_size=opts["calib_size"],
-        kd_alpha=opts["kd_alpha"],
+        calib_size=recipe.calib_size,
+        kd_alpha=recipe.kd_alpha,
         resume=args.resume,
+        latency=LatencySpec(batch=recipe.latency_batch, device=device) if recipe.latency_batch else None,
     )
     report = result.report
-    lat_dense = measure_latency(_dense_twin(result.model), result.model.input_size, device=device)
-    lat_pruned = measure_latency(result.model, model.input_size, device=device)
-    report["latency"] = {
-        "batch": 32,
-        "dense_s": lat_dense,
-        "pruned_s": lat_pruned,
-        "speedup": lat_dense / lat_pruned,
-        "macs_ratio": report["dense"]["macs"] / report["pruned"]["macs"],
-    }
-    report["wall_s"] = round(time.time() - t0, 1)
+    report.wall_s = round(time.time() - t0, 1)  # the whole command, data loading included
     result.plan.save(out / "plan.json")
-    atomic_write_json(out / "report.json", report)
-    save_pruned(result.model, out, extra={"metrics": report.get("test", {}), "prune_config": cfg.to_dict()})
-    print_report(report)
+    atomic_write_json(out / "report.json", report.to_dict())
+    save_pruned(result.model, out, extra={"metrics": report.test, "prune_config": cfg.to_dict(), "method": method.name})
+    print_report(report.to_dict())
     print(f"saved {out}")
     return 0

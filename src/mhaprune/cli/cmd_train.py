@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from ._common import add_data_args
@@ -10,31 +9,34 @@ from ._common import add_data_args
 _logger = logging.getLogger(__name__)
 
 
-def add_train_args(p, defaults_epochs: str = "10") -> None:
-    """Optimisation flags shared by train and the fine-tune stage of prune (all default to None = recipe)."""
-    o = p.add_argument_group("optimisation (defaults: the recipe, then the built-in values)")
-    o.add_argument("--epochs", type=float, metavar="E", help=f"epochs, may be fractional (default {defaults_epochs})")
-    o.add_argument("--batch-size", type=int, metavar="N", help="global batch size (default 128)")
-    o.add_argument("--lr", type=float, metavar="LR", help="peak learning rate (default 1e-3)")
-    o.add_argument("--min-lr", type=float, metavar="LR")
-    o.add_argument("--weight-decay", type=float, metavar="WD")
-    o.add_argument("--warmup-epochs", type=float, metavar="E")
-    o.add_argument("--label-smoothing", type=float, metavar="S")
-    o.add_argument("--mixup", type=float, metavar="ALPHA")
-    o.add_argument("--cutmix", type=float, metavar="ALPHA")
-    o.add_argument("--clip-grad", type=float, metavar="NORM")
-    o.add_argument("--ema-decay", type=float, metavar="D")
-    o.add_argument("--max-steps", type=int, metavar="N")
+def add_train_args(p, base=None, skip=()) -> None:
+    """Optimisation flags from :class:`~mhaprune.train.TrainConfig` (defaults from ``base``, a recipe instance) and
+    the run flags shared by train and prune (all default to None = recipe, then the built-in values)."""
+    from ..train import TrainConfig
+    from ._options import add_config_args
+
+    o = p.add_argument_group("optimisation (defaults: the recipe, then the values shown)")
+    add_config_args(o, TrainConfig, base=base, skip=skip)
     o.add_argument("--no-augment", action="store_true", default=None, help="no flip/translate augmentation")
     r = p.add_argument_group("run")
-    r.add_argument("--seed", type=int, metavar="S")
-    r.add_argument("--deterministic", action="store_true", default=None)
     r.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:1 or auto (default)")
     r.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
-    r.add_argument("--save-every", type=int, metavar="STEPS", help="checkpoint interval in steps (default 500)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     r.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (off anyway when not on a TTY)")
+
+
+# the command's own options (not recipe fields) and what leaving them out means
+RUN_DEFAULTS = dict(model=None, checkpoint=None, data="fashion-mnist", data_dir=None, fit=None, no_augment=False,
+                    device="auto", threads=None)  # fmt: skip
+
+
+def train_defaults(base=None, skip=()) -> dict:
+    """What every train flag means when neither it nor the recipe file sets it."""
+    from ..train import TrainConfig
+    from ._options import config_defaults
+
+    return {**RUN_DEFAULTS, **config_defaults(TrainConfig, base, skip)}
 
 
 def add_parser(sub):
@@ -50,39 +52,12 @@ def add_parser(sub):
     p.set_defaults(func=run)
 
 
-TRAIN_DEFAULTS = dict(
-    model=None,
-    checkpoint=None,
-    data="fashion-mnist",
-    data_dir=None,
-    fit=None,
-    epochs=10.0,
-    batch_size=128,
-    lr=1e-3,
-    min_lr=1e-5,
-    weight_decay=0.05,
-    warmup_epochs=0.5,
-    label_smoothing=0.1,
-    mixup=0.0,
-    cutmix=0.0,
-    clip_grad=5.0,
-    ema_decay=None,
-    max_steps=None,
-    no_augment=False,
-    seed=0,
-    deterministic=False,
-    device="auto",
-    threads=None,
-    save_every=500,
-)
-
-
-def train_config_from(opts: dict, device: str, progress: bool):
+def train_config_from(opts: dict, device: str, progress: bool, base=None):
+    """The :class:`~mhaprune.train.TrainConfig` the resolved flags describe (over ``base``)."""
     from ..train import TrainConfig
+    from ._options import config_values
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    kw = {k: v for k, v in opts.items() if k in fields and k != "device"}
-    return TrainConfig(**kw, device=device, progress=progress)
+    return TrainConfig(**{**config_values(TrainConfig, opts, base), "device": device, "progress": progress})
 
 
 def run(args) -> int:
@@ -102,7 +77,7 @@ def run(args) -> int:
         resolve,
     )
 
-    opts = resolve(args, TRAIN_DEFAULTS, load_yaml_config(args.config))
+    opts = resolve(args, train_defaults(), load_yaml_config(args.config))
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
     prepare_out_dir(args.out, args.overwrite, args.resume, create=False)

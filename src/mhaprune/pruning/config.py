@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
+CONFIG_VERSION = 1  # schema of PruneConfig.to_dict(); bump with a migration in from_dict when fields change
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
@@ -57,8 +59,9 @@ class PruneConfig:
     """Options of the method (``method.md`` §2). MACs are per image; see ``docs`` for every choice.
 
     Args:
-        target_macs: fraction of the dense MACs (``0.7``), or an absolute count (``"1.2G"``, ``35e6``).
-        prune_qk / prune_v / prune_mlp: which channel groups are pruned.
+        target_macs: fraction of the dense MACs (``0.7``), a percentage (``"70%"``), or an absolute count
+            (``"1.2G"``, ``35e6``).
+        prune_qk / prune_v / prune_mlp: prune the Q/K, the V and the MLP-hidden channel groups.
         threshold: how many channels a layer keeps: ``"raw"`` counts ``m > 0`` (the similarity weights ``α`` then
             decide which channels of each head are kept); ``"sigmoid"`` counts ``α·σ(m) > 0.5`` (``α`` also moves
             the count; a channel with ``α ≤ 0.5`` can never be kept in this mode).
@@ -88,8 +91,8 @@ class PruneConfig:
         attn_init_kappa: ``m⁰ = init_logit + κ · z(D)``, clamped below at ``init_min``.
         init_min: lowest initial logit (> 0, so that every channel starts kept and ``prepare`` keeps the function).
         attn_init_rows: sampled query rows per map (never materialises N×N for large N).
-        repair: after the search, greedily make MACs ≤ target (always on for the final plan) and then ``fill``:
-            add back the best channels while MACs stay ≤ target.
+        fill: after the repair that makes MACs ≤ target (always done for the final plan), add back the best
+            channels while MACs stay ≤ target.
         min_per_head: channels every head keeps at least.
         rescale: after the search, scale the kept input columns of every pruned module's output linear (``proj``,
             ``fc2``) by the least-squares fit to the dense model's output of that linear on the calibration batch,
@@ -98,45 +101,39 @@ class PruneConfig:
         seed: for the random parts (row sampling).
     """
 
-    target_macs: float | int | str = 0.7
+    target_macs: float | int | str = field(default=0.7, metadata={"metavar": "T"})
     prune_qk: bool = True
     prune_v: bool = True
     prune_mlp: bool = True
-    threshold: str = "raw"
-    init_logit: float = 3.0
-    regularizer: str = "log"
-    reg_weight: float = 2.0
-    indicator_lr: float = 0.05
-    weight_lr_scale: float = 1.0
-    patience: int = 50
+    threshold: str = field(default="raw", metadata={"choices": ("sigmoid", "raw")})
+    init_logit: float = field(default=3.0, metadata={"metavar": "M"})
+    regularizer: str = field(default="log", metadata={"choices": ("squared", "log")})
+    reg_weight: float = field(default=2.0, metadata={"metavar": "L"})
+    indicator_lr: float = field(default=0.05, metadata={"metavar": "LR"})
+    weight_lr_scale: float = field(default=1.0, metadata={"metavar": "S"})
+    patience: int = field(default=50, metadata={"metavar": "STEPS"})
     similarity: bool = True
-    similarity_source: str = "activation"
-    similarity_every: int = 50
+    similarity_source: str = field(default="activation", metadata={"choices": ("activation", "weight")})
+    similarity_every: int = field(default=50, metadata={"metavar": "STEPS"})
     equal_heads: bool = True
-    round_to: int = 1
+    round_to: int = field(default=1, metadata={"metavar": "K"})
     reweight: bool = True
     attn_init: bool = True
-    attn_init_scope: str = "all"
-    attn_init_metric: str = "fro"
-    attn_init_kappa: float = 1.0
-    attn_init_rows: int = 64
-    init_min: float = 0.25
+    attn_init_scope: str = field(default="all", metadata={"choices": ("linear", "attention", "all")})
+    attn_init_metric: str = field(default="fro", metadata={"choices": ("fro", "kl")})
+    attn_init_kappa: float = field(default=1.0, metadata={"metavar": "K"})
+    attn_init_rows: int = field(default=64, metadata={"metavar": "N"})
+    init_min: float = field(default=0.25, metadata={"metavar": "M"})
     fill: bool = True
-    min_per_head: int = 1
+    min_per_head: int = field(default=1, metadata={"metavar": "N"})
     rescale: bool = False
-    seed: int = 0
+    seed: int = field(default=0, metadata={"cli": False})  # the run's --seed
 
     def __post_init__(self):
-        choices = {
-            "threshold": ("sigmoid", "raw"),
-            "regularizer": ("squared", "log"),
-            "similarity_source": ("activation", "weight"),
-            "attn_init_scope": ("linear", "attention", "all"),
-            "attn_init_metric": ("fro", "kl"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for f in fields(self):
+            allowed = f.metadata.get("choices")
+            if allowed and getattr(self, f.name) not in allowed:
+                raise ConfigError(f"{f.name} must be one of {allowed}, got {getattr(self, f.name)!r}")
         if not (self.prune_qk or self.prune_v or self.prune_mlp):
             raise ConfigError(
                 "nothing to prune: enable at least one of prune_qk, prune_v, prune_mlp (on the command line, drop "
@@ -157,13 +154,28 @@ class PruneConfig:
         """The pruned channel groups: ``qk``, ``v``, ``hidden``."""
         return {g for g, on in (("qk", self.prune_qk), ("v", self.prune_v), ("hidden", self.prune_mlp)) if on}
 
+    def replace(self, **changes) -> PruneConfig:
+        """A copy with ``changes`` (validated like any new config)."""
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The options plus the schema ``version`` (what :meth:`from_dict` reads back)."""
+        return {"version": CONFIG_VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> PruneConfig:
+        """Read :meth:`to_dict` output; configs saved before versioning (no ``version``) read as version 1."""
+        d = dict(d)
+        version = d.pop("version", 1)
+        if not isinstance(version, int) or version > CONFIG_VERSION:
+            raise ConfigError(
+                f"this PruneConfig has schema version {version!r}, newer than this mhaprune reads "
+                f"({CONFIG_VERSION}); upgrade mhaprune (pip install -U mhaprune)"
+            )
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ConfigError(f"unknown PruneConfig option(s): {', '.join(sorted(unknown))}")
+            raise ConfigError(
+                f"unknown PruneConfig option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+            )
         return cls(**d)

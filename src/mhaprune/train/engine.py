@@ -10,6 +10,7 @@ Under ``torchrun`` the engine runs distributed data parallel with the same globa
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -92,34 +93,122 @@ def _stop_on_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
-@dataclass
-class TrainConfig:
-    """Optimisation recipe. ``epochs`` may be fractional (e.g. 0.5); ``max_steps`` caps the step count."""
+def _opt(default, **cli):
+    """A recipe field with how the CLI shows it (``metavar``; ``cli=False``: no flag)."""
+    return field(default=default, metadata=cli)
 
-    epochs: float = 10.0
-    batch_size: int = 128
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    warmup_epochs: float = 0.5
-    label_smoothing: float = 0.1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    clip_grad: float | None = 5.0
-    ema_decay: float | None = None
-    amp: bool = True
-    seed: int = 0
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation recipe of one training stage (plain training, the search, the fine-tune). Frozen and validated
+    on construction; :meth:`validate` adds the checks that need the data (batch vs training set, processes).
+    The CLI's flags, defaults and help come from these fields and this docstring.
+
+    Args:
+        epochs: epochs, may be fractional.
+        batch_size: global batch size (over all processes).
+        lr: peak learning rate (AdamW).
+        min_lr: learning rate at the end of the cosine schedule.
+        weight_decay: AdamW weight decay (none on norms, biases, tokens).
+        warmup_epochs: linear warm-up, in epochs.
+        label_smoothing: label smoothing of the classification loss.
+        mixup: mixup alpha (0 = off).
+        cutmix: cutmix alpha (0 = off).
+        clip_grad: gradient-norm clipping (0 = off).
+        ema_decay: EMA of the weights with this decay (e.g. 0.999; default off).
+        amp: mixed precision on CUDA.
+        seed: seed of every random draw (data order, init, augmentation).
+        deterministic: deterministic kernels (slower; bitwise-repeatable runs).
+        save_every: checkpoint interval in steps (0 = only at the end of epochs).
+        log_every: log a metrics line every this many steps.
+        eval_every_epoch: evaluate on the validation split after every epoch.
+        max_steps: stop after this many optimizer steps.
+        num_workers: data-loader worker processes.
+        device: cpu, cuda or cuda:N.
+        progress: progress bar (off anyway when not on a TTY).
+        extra: free-form entries recorded with the run.
+    """
+
+    epochs: float = _opt(10.0, metavar="E")
+    batch_size: int = _opt(128, metavar="N")
+    lr: float = _opt(1e-3, metavar="LR")
+    min_lr: float = _opt(1e-5, metavar="LR")
+    weight_decay: float = _opt(0.05, metavar="WD")
+    warmup_epochs: float = _opt(0.5, metavar="E")
+    label_smoothing: float = _opt(0.1, metavar="S")
+    mixup: float = _opt(0.0, metavar="ALPHA")
+    cutmix: float = _opt(0.0, metavar="ALPHA")
+    clip_grad: float | None = _opt(5.0, metavar="NORM")
+    ema_decay: float | None = _opt(None, metavar="D")
+    amp: bool = _opt(True, cli=False)
+    seed: int = _opt(0, metavar="S")
     deterministic: bool = False
-    save_every: int = 500
-    log_every: int = 50
-    eval_every_epoch: bool = True
-    max_steps: int | None = None
-    num_workers: int = 0
-    device: str = "cpu"
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
+    save_every: int = _opt(500, metavar="STEPS")
+    log_every: int = _opt(50, cli=False)
+    eval_every_epoch: bool = _opt(True, cli=False)
+    max_steps: int | None = _opt(None, metavar="N")
+    num_workers: int = _opt(0, cli=False)
+    device: str = _opt("cpu", cli=False)
+    progress: bool = _opt(True, cli=False)
+    extra: dict = field(default_factory=dict, metadata={"cli": False})
+
+    def __post_init__(self):
+        problems = []
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            problems.append(
+                f"batch size {self.batch_size} must be a positive multiple of the number of processes; "
+                f"use e.g. --batch-size 128"
+            )
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        for name in ("epochs", "min_lr", "warmup_epochs", "mixup", "cutmix", "weight_decay", "save_every"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            problems.append(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.max_steps is not None and self.max_steps < 0:
+            problems.append(f"max_steps must be >= 0, got {self.max_steps}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def runs(self) -> bool:
+        """Whether the stage takes any step (``epochs > 0`` or ``max_steps`` set)."""
+        return self.epochs > 0 or bool(self.max_steps)
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with ``changes`` (validated like any new config)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides) -> TrainConfig:
+        """A recipe from a mapping of field values (``overrides`` win); unknown keys are an error."""
+        d = {k.replace("-", "_"): v for k, v in {**d, **overrides}.items()}
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(
+                f"unknown TrainConfig option(s): {', '.join(sorted(unknown))}; known: "
+                f"{', '.join(sorted(cls.__dataclass_fields__))}"
+            )
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
+        """A recipe from a YAML file of field values (e.g. ``configs/benchmark-stage.yaml``)."""
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"recipe {path} must hold a mapping of TrainConfig field: value")
+        return cls.from_dict(data, **overrides)
 
     def validate(self, n_train: int, world: int = 1) -> None:
+        """The checks that need the data: the batch fits the processes and the training set; the stage has steps."""
         if self.batch_size < world or self.batch_size % world:
             raise ValueError(
                 f"batch size {self.batch_size} must be a positive multiple of the number of processes ({world}); "
@@ -130,10 +219,8 @@ class TrainConfig:
                 f"batch size {self.batch_size} is larger than the training set ({n_train} images); "
                 f"use --batch-size {n_train} or less"
             )
-        if self.epochs <= 0 and not self.max_steps:
+        if not self.runs:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 class ModelEma:

@@ -1,0 +1,103 @@
+"""The method registry: every registered method through the CLI (a folder that reloads with identical outputs),
+the Python API with its real signature, a toy method registered in one file, and the errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+import mhaprune
+from mhaprune.cli import main
+from mhaprune.methods import UnknownMethodError, get_method, list_methods
+from mhaprune.pipeline import PruneReport
+from tests.methods import toy_method  # noqa: F401  (registers "toy-first")
+
+SMALL = ["--model", "deit_micro", "--random-init", "--model-arg", "depth=1", "--batch-size", "16", "--threads", "1"]
+
+
+def _prune(tmp_path, image_folder, method, *extra):
+    out = tmp_path / method
+    argv = ["prune", *SMALL, "--data", str(image_folder), "--method", method, "--target-macs", "0.6"]
+    argv += ["--calib-size", "16", "--no-progress", "--latency-batch", "2", "--out", str(out), *extra]
+    assert main(argv) == 0
+    return out
+
+
+def _same_outputs(folder, image_folder):
+    from mhaprune.data import build_data
+
+    model = mhaprune.load_pruned(folder)
+    x = torch.stack([build_data(str(image_folder), model.input_size).val[i][0] for i in range(8)])
+    return model, x
+
+
+@pytest.mark.parametrize("method", ["ours", "oneshot", "l1", "random"])
+def test_every_core_method_gives_a_folder_that_reloads_with_identical_outputs(tmp_path, image_folder, method):
+    extra = ("--search-epochs", "1", "--finetune-epochs", "0") if method == "ours" else ()
+    out = _prune(tmp_path, image_folder, method, *extra)
+    report = PruneReport.from_dict(json.loads((out / "report.json").read_text()))
+    assert report.method == method and report.pruned.macs <= report.target_macs < report.dense.macs
+    assert (report.search_steps > 0) == (method == "ours")  # one-shot methods take no search steps
+    assert report.finetune_steps == 0  # one-shot methods default to no fine-tune; ours was told 0 epochs
+    assert json.loads((out / "config.json").read_text())["method"] == method
+    model, x = _same_outputs(out, image_folder)
+    again = mhaprune.load_pruned(out)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    assert mhaprune.count_macs(model).total == report.pruned.macs
+    # what the run saved is the model it measured: the plan replays to the same MACs
+    assert mhaprune.pruning.Plan.load(out / "plan.json").pruned_macs == report.pruned.macs
+
+
+def test_one_shot_methods_fine_tune_only_when_asked(tmp_path, image_folder):
+    out = _prune(tmp_path, image_folder, "l1", "--finetune-epochs", "1")
+    report = json.loads((out / "report.json").read_text())
+    assert report["finetune_steps"] > 0 and report["search_steps"] == 0
+
+
+def test_a_method_registered_in_one_file_runs_through_the_cli(tmp_path, image_folder, capsys):
+    assert "toy-first" in list_methods()
+    out = _prune(tmp_path, image_folder, "toy-first")
+    plan = json.loads((out / "plan.json").read_text())
+    for layer in plan["layers"].values():  # the toy's rule: the first channels of every head
+        for keep in layer["keep"].values():
+            assert all(k == list(range(len(k))) for k in keep)
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "toy-first" and report["method_info"] == {"toy": True}
+    model, x = _same_outputs(out, image_folder)
+    assert mhaprune.count_macs(model).total == report["pruned"]["macs"] <= report["target_macs"]
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    assert "toy-first" in capsys.readouterr().out
+
+
+def test_prune_help_lists_every_method_with_its_line():
+    r = subprocess.run([sys.executable, "-m", "mhaprune", "prune", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for name in ("ours", "oneshot", "l1", "random", "unconstrained", "ablate-reweight"):
+        assert f"  {name} " in r.stdout and get_method(name).summary[:40] in " ".join(r.stdout.split())
+
+
+def test_python_api_takes_a_method_by_name():
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(48, 1, 28, 28), torch.randint(0, 10, (48,)))
+    model = mhaprune.create_model("deit_micro", depth=1)
+    res = mhaprune.prune(model, data, method="random", target_macs="60%", calib_size=16)
+    assert res.report.method == "random" and res.report.pruned.macs <= res.report.target_macs
+    assert res.plan.meta["method"] == "random"
+    back = PruneReport.from_dict(json.loads(json.dumps(res.report.to_dict())))
+    assert back == res.report
+    with pytest.raises(UnknownMethodError, match="Did you mean: oneshot"):
+        mhaprune.prune(model, data, method="oneshoot")
+
+
+def test_variants_are_ours_with_one_switch():
+    assert get_method("unconstrained").overrides == {"equal_heads": False}
+    assert get_method("ablate-attn-init").fn is get_method("ours").fn
+    assert all(get_method(m).trains for m in list_methods() if m.startswith(("ours", "ablate", "unconstrained")))
+    assert not any(get_method(m).trains for m in ("oneshot", "l1", "random"))
