@@ -13,31 +13,29 @@ Example:
 from ._version import __version__  # noqa: E402
 from .cost import MacsReport, count_macs  # noqa: E402
 from .export import load_model, load_pruned, save_model, save_pruned  # noqa: E402
+from .methods import list_methods, register_method  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
+from .pipeline import PruneReport, PruneResult, prune  # noqa: E402
 from .pruning import Plan, PlanError, PruneConfig, Pruner, apply_plan  # noqa: E402
-
-
-def prune(*args, **kwargs):
-    """The whole pipeline (see :func:`mhaprune.pipeline.prune`)."""
-    from .pipeline import prune as _prune
-
-    return _prune(*args, **kwargs)
-
 
 __all__ = [
     "MacsReport",
     "Plan",
     "PlanError",
     "PruneConfig",
+    "PruneReport",
+    "PruneResult",
     "Pruner",
     "__version__",
     "apply_plan",
     "count_macs",
     "create_model",
+    "list_methods",
     "list_models",
     "load_model",
     "load_pruned",
     "prune",
+    "register_method",
     "save_model",
     "save_pruned",
 ]

@@ -101,3 +101,13 @@ def test_variants_are_ours_with_one_switch():
     assert get_method("ablate-attn-init").fn is get_method("ours").fn
     assert all(get_method(m).trains for m in list_methods() if m.startswith(("ours", "ablate", "unconstrained")))
     assert not any(get_method(m).trains for m in ("oneshot", "l1", "random"))
+
+
+def test_docstring_examples_of_the_api_run():
+    import doctest
+
+    import mhaprune.pipeline
+
+    for module in (mhaprune, mhaprune.pipeline):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
