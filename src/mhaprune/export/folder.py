@@ -11,36 +11,15 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from ..formats.folder import (
-    CONFIG_NAME,
-    FORMAT_VERSION,
-    WEIGHTS_NAME,
-    CheckpointError,
-    load_state_strict,
-    read_config,
-    read_weights,
-    write_folder,
-)
+from ..formats import folder as fmt
+from ..formats.folder import CheckpointError, read_config
 from ..interop import build_from_config, is_external
 from ..models import UnknownModelError, create_model
 from ..pruning import Plan, apply_plan
 
 _logger = logging.getLogger(__name__)
 
-__all__ = [
-    "CONFIG_NAME",
-    "FORMAT_VERSION",
-    "WEIGHTS_NAME",
-    "CheckpointError",
-    "build_base",
-    "load_model",
-    "load_pruned",
-    "load_state_strict",
-    "read_config",
-    "read_weights",
-    "save_model",
-    "save_pruned",
-]
+__all__ = ["CheckpointError", "build_base", "load_model", "load_pruned", "read_config", "save_model", "save_pruned"]
 
 
 def save_model(model: nn.Module, out_dir: str | Path, extra: dict | None = None) -> Path:
@@ -58,7 +37,7 @@ def save_model(model: nn.Module, out_dir: str | Path, extra: dict | None = None)
         **getattr(model, "mhaprune_build", {}),
         **(extra or {}),
     }
-    return write_folder(model, out_dir, config)
+    return fmt.write_folder(model, out_dir, config)
 
 
 def build_base(cfg: dict, overrides: dict | None = None) -> nn.Module:
@@ -83,10 +62,12 @@ def load_model(folder: str | Path, map_location: str = "cpu", overrides: dict | 
     except (UnknownModelError, ValueError) as e:
         raise CheckpointError(f"{folder}: {e}") from e
     except TypeError as e:
-        raise CheckpointError(f"{folder}: model_args in {CONFIG_NAME} do not fit {cfg['architecture']} ({e})") from e
+        raise CheckpointError(
+            f"{folder}: model_args in {fmt.CONFIG_NAME} do not fit {cfg['architecture']} ({e})"
+        ) from e
     if cfg.get("plan") is not None:
         apply_plan(model, Plan.from_dict(cfg["plan"]))
-    load_state_strict(model, read_weights(folder), str(folder / WEIGHTS_NAME))
+    fmt.load_state_strict(model, fmt.read_weights(folder), str(folder / fmt.WEIGHTS_NAME))
     model.checkpoint_config = cfg
     return model.to(map_location).eval()
 
