@@ -157,6 +157,32 @@ def _load_model(opts: dict, name: str | None, model_args: dict):
     return model
 
 
+def _model_name(opts: dict) -> str | None:
+    """The registered model to prune (``None`` for --checkpoint / --timm / --hf), after checking the sources."""
+    from ..models import model_info, pretrained_models
+    from ._common import UserError
+
+    sources = [k for k in ("model", "checkpoint", "timm", "hf") if opts[k]]
+    if len(sources) > 1:
+        raise UserError(f"give one model source, not {' and '.join('--' + k for k in sources)}")
+    if opts["pretrained_file"] and not opts["timm"]:
+        raise UserError("--pretrained-file goes with --timm NAME (weights for the timm model)")
+    name = opts["model"] or (None if sources else DEFAULT_MODEL)
+    if name:
+        model_info(name)  # a mistyped name says so, with the close names, before anything else
+    if name and not opts["random_init"] and name not in pretrained_models():
+        raise UserError(
+            f"{name} has no bundled trained weights; pass --checkpoint DIR with a trained model, or "
+            f"--random-init to prune untrained weights (bundled: {', '.join(pretrained_models())})"
+        )
+    if opts["timm"] and not (opts["pretrained_file"] or opts["random_init"]):
+        raise UserError(
+            f"--timm {opts['timm']} needs its trained weights: pass --pretrained-file PATH (nothing is downloaded), "
+            f"or --random-init to prune untrained weights"
+        )
+    return name
+
+
 def _stage_configs(opts: dict, recipe, n_train: int, device: str, progress: bool):
     """The search and fine-tune recipes the flags describe, checked against the data (``None``: no such stage)."""
     from ..methods import get_method
@@ -182,7 +208,6 @@ def run(args) -> int:
     from ..data import build_data
     from ..export import save_pruned
     from ..methods import get_method, method_config
-    from ..models import pretrained_models
     from ..pipeline import LatencySpec, prune
     from ..pruning import ModelCost
     from ..train import CHECKPOINT, read_checkpoint
@@ -213,22 +238,7 @@ def run(args) -> int:
             f"method {method.name} is one-shot and takes no search epochs; drop --search-epochs (methods that train: "
             f"ours and its variants)"
         )
-    sources = [k for k in ("model", "checkpoint", "timm", "hf") if opts[k]]
-    if len(sources) > 1:
-        raise UserError(f"give one model source, not {' and '.join('--' + k for k in sources)}")
-    if opts["pretrained_file"] and not opts["timm"]:
-        raise UserError("--pretrained-file goes with --timm NAME (weights for the timm model)")
-    name = opts["model"] or (None if sources else DEFAULT_MODEL)
-    if name and not opts["random_init"] and name not in pretrained_models():
-        raise UserError(
-            f"{name} has no bundled trained weights; pass --checkpoint DIR with a trained model, or "
-            f"--random-init to prune untrained weights (bundled: {', '.join(pretrained_models())})"
-        )
-    if opts["timm"] and not (opts["pretrained_file"] or opts["random_init"]):
-        raise UserError(
-            f"--timm {opts['timm']} needs its trained weights: pass --pretrained-file PATH (nothing is downloaded), "
-            f"or --random-init to prune untrained weights"
-        )
+    name = _model_name(opts)
     label = name or opts["timm"] or ("hf" if opts["hf"] else "checkpoint")
     out_arg = args.out or f"runs/prune-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     markers = ("config.json", "resolved_config.json", "search/checkpoint.pt", "finetune/checkpoint.pt")
