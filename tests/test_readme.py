@@ -18,3 +18,24 @@ def test_exactly_two_commands_and_ci_runs_the_test_command():
     main_cmd, test_cmd = cmds
     assert "pytest" in test_cmd and "pytest" not in main_cmd
     assert test_cmd in (ROOT / ".ci" / "run").read_text()
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def test_every_python_block_of_the_readme_runs_as_written(tmp_path, monkeypatch):
+    blocks = readme_python_blocks()
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)  # the examples write out/
+    monkeypatch.setenv("MHAPRUNE_EXAMPLE_STEPS", "3")  # the documented small budget; the text is not edited
+    scope: dict = {"__name__": "__readme__"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README.md python block {i + 1}", "exec"), scope)  # noqa: S102 - our own README
+    assert scope["result"].report.pruned.macs <= scope["result"].report.target_macs
+    import torch
+
+    x = scope["calib"][:4]
+    with torch.no_grad():
+        assert torch.equal(scope["same"](x), scope["pruned"].eval()(x))
+    assert (tmp_path / "out" / "model.safetensors").exists()

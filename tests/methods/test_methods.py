@@ -111,3 +111,14 @@ def test_docstring_examples_of_the_api_run():
     for module in (mhaprune, mhaprune.pipeline):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_a_search_that_ends_above_the_target_warns_and_is_recorded(caplog):
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))
+    model = mhaprune.create_model("deit_micro", depth=1)
+    with caplog.at_level("WARNING", logger="mhaprune.methods.ours"):
+        res = mhaprune.prune(model, data, method="ours", target_macs=0.5, calib_size=8)  # no search steps
+    assert res.report.method_info["search_reached_target"] is False
+    assert "above the target" in caplog.text and "--search-epochs" in caplog.text
+    assert res.report.pruned.macs <= res.report.target_macs  # the repair still meets the budget

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import tempfile
@@ -32,6 +33,15 @@ class _Logits(nn.Module):
         return out if torch.is_tensor(out) else out.logits
 
 
+def _require(module: str, what: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise ExportError(
+            f"{what} needs the {module} package, which is not installed: pip install 'mhaprune[onnx]'"
+        ) from e
+
+
 def onnx_parity(path: str | Path, model: nn.Module, x: torch.Tensor) -> float:
     """Max abs difference between ONNX Runtime (CPU) and PyTorch outputs on ``x``."""
     try:
@@ -56,6 +66,9 @@ def export_onnx(
     """Write ``model`` (eval mode, fp32, CPU) to ``path`` as ONNX with a dynamic batch axis; input ``input``, output
     ``logits``. With ``check``, ONNX Runtime must reproduce PyTorch within ``tolerance`` (max abs) on a random batch
     of 1 and of 3, else :class:`ExportError` and no file is left. Returns ``{"opset", "max_abs_diff", "path"}``."""
+    _require("onnx", "ONNX export")  # before any file is made
+    if check:
+        _require("onnxruntime", "the ONNX Runtime parity check (or pass check=False / --no-check)")
     input_size = tuple(input_size or getattr(model, "input_size", None) or ())
     if len(input_size) != 3:
         raise ExportError("export needs the model's input size (C, H, W); text models are not exported here")

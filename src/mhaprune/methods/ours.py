@@ -4,11 +4,14 @@ in; and the variants the ablations need (one design choice switched off each).""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from ..pruning import Pruner, rescale_outputs
 from ..train import Callback, Trainer
 from ._registry import MethodContext, MethodResult, register_method
+
+_logger = logging.getLogger(__name__)
 
 _SEARCH_OPTIONS = (
     "threshold",
@@ -97,6 +100,17 @@ def run_ours(model, ctx: MethodContext) -> MethodResult:
         steps = trainer.step
     info["search_s"] = round(time.time() - t1, 2)
     info["search_steps"] = steps
+    reached = pruner.current_macs() <= pruner.target
+    info["search_reached_target"] = reached
+    if not reached:
+        _logger.warning(
+            "the search ended with its masks at %.1f%% of the dense MACs, above the target %.1f%%, after %d steps: "
+            "the plan removes the rest by the indicators' ranking (repair); give the search more steps "
+            "(--search-epochs) or a larger --reg-weight for a searched plan",
+            100 * pruner.current_macs() / pruner.cost.dense_total,
+            100 * pruner.target / pruner.cost.dense_total,
+            steps,
+        )
     plan = pruner.plan()
     pruned = pruner.convert(plan)
     if cfg.rescale:

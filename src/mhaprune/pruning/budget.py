@@ -79,10 +79,17 @@ class ModelCost:
             )
         floor = self.min_total(groups, min_per_head)
         if t < floor:
+            bare = isinstance(target, (int, float)) or str(target).strip().replace(".", "", 1).isdigit()
+            hint = (
+                f"; a bare number above 1 is a count of MACs: for {float(target):g}% write {float(target):g}% or "
+                f"{float(target) / 100:g}"
+                if bare and 1 < float(target) <= 100
+                else ""
+            )
             raise ConfigError(
                 f"target {t:,} MACs is below the smallest reachable model ({floor:,} MACs, "
                 f"{100 * floor / self.dense_total:.1f}% of dense, with {min_per_head} channel(s) per head "
-                f"in every pruned group); choose a larger target"
+                f"in every pruned group); choose a larger target{hint}"
             )
         return t
 
