@@ -387,7 +387,7 @@ def _kill_and_resume(stage: str, tmp_path, images, ref):
     proc.wait()
     assert not (run / "model.safetensors").exists(), "the run finished before it could be killed"
     search_ckpt = (run / "search" / "checkpoint.pt").read_bytes()
-    r = subprocess.run(_prune_argv(images, run, "--resume"), capture_output=True, text=True)
+    r = subprocess.run(_prune_argv(images, run, "--resume", "--keep-checkpoints"), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     if stage == "finetune":  # the finished search was not run again
         assert (run / "search" / "checkpoint.pt").read_bytes() == search_ckpt

@@ -26,6 +26,7 @@ from .train import ClassificationLoss, DistillationLoss, TrainConfig, Trainer, e
 _logger = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
+EVAL_SPLITS = ("full", "val", "none")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class PruneRecipe:
         kd_alpha: weight of the distillation term (0 = hard labels only).
         calib_size: calibration samples drawn (seeded) from the training split.
         latency_batch: batch of the dense-vs-pruned latency measurement (0 = not measured).
+        eval_splits: what is evaluated: ``full`` (validation right after pruning and at the end, dense and pruned on
+            test), ``val`` (validation only), ``none`` (nothing; a quick prune).
+        eval_limit: evaluate on the first this many items of each split (default all).
     """
 
     method: str = field(default="ours", metadata={"metavar": "NAME"})
@@ -49,8 +53,14 @@ class PruneRecipe:
     kd_alpha: float = field(default=0.5, metadata={"metavar": "A"})
     calib_size: int = field(default=64, metadata={"metavar": "N"})
     latency_batch: int = field(default=32, metadata={"metavar": "N"})
+    eval_splits: str = field(default="full", metadata={"choices": EVAL_SPLITS})
+    eval_limit: int | None = field(default=None, metadata={"metavar": "N"})
 
     def __post_init__(self):
+        if self.eval_splits not in EVAL_SPLITS:
+            raise ConfigError(f"eval_splits must be one of {EVAL_SPLITS}, got {self.eval_splits!r}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ConfigError(f"eval_limit must be >= 1, got {self.eval_limit}")
         for name in ("search_epochs", "kd_alpha", "latency_batch"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -205,6 +215,13 @@ class PruneResult:
     report: PruneReport
 
 
+def _limited(dataset, n: int | None):
+    """The first ``n`` items of ``dataset`` (all when ``n`` is ``None`` or the split is smaller)."""
+    if dataset is None or n is None or n >= len(dataset):
+        return dataset
+    return torch.utils.data.Subset(dataset, range(n))
+
+
 def _summary(model: nn.Module, input_size) -> CostSummary:
     r = count_macs(model, input_size)
     return CostSummary(r.total, r.params, r.by_kind)
@@ -234,6 +251,8 @@ def prune(
     teacher: nn.Module | None = None,
     resume: bool = False,
     latency: LatencySpec | None = None,
+    eval_splits: str = "full",
+    eval_limit: int | None = None,
 ) -> PruneResult:
     """Prune ``model`` (in place) with a registered ``method`` and fine-tune it with distillation from the dense
     model.
@@ -254,6 +273,9 @@ def prune(
         teacher: KD teacher (default: a frozen copy of the dense model).
         resume: continue the stages from their checkpoints in ``out_dir``.
         latency: measure dense vs pruned latency this way (``None``: not measured).
+        eval_splits: ``full`` (validation after pruning and at the end; dense and pruned on test), ``val``
+            (validation only) or ``none``.
+        eval_limit: evaluate on the first this many items of each split (``None``: all).
 
     Returns:
         the pruned plain model, its plan and a :class:`PruneReport`.
@@ -268,6 +290,10 @@ def prune(
         True
     """
     t_start = time.time()
+    if eval_splits not in EVAL_SPLITS:
+        raise ConfigError(f"eval_splits must be one of {EVAL_SPLITS}, got {eval_splits!r}")
+    val_set = _limited(val_set, eval_limit) if eval_splits != "none" else None
+    test_set = _limited(test_set, eval_limit) if eval_splits == "full" else None
     info = get_method(method)
     cfg = config or PruneConfig()
     if target_macs is not None:
@@ -324,7 +350,12 @@ def _finetune_and_evaluate(pruned, teacher, report, train_set, val_set, test_set
                            device):  # fmt: skip
     """Evaluate right after pruning, fine-tune with distillation, then evaluate on validation and test."""
     input_size = tuple(pruned.input_size)
-    report.after_prune = evaluate(pruned, val_set, device=device) if val_set is not None else {}
+    progress = finetune.progress if finetune is not None else False
+
+    def score(model, dataset, desc):
+        return evaluate(model, dataset, device=device, progress=progress, desc=desc)
+
+    report.after_prune = score(pruned, val_set, "eval val (pruned)") if val_set is not None else {}
     t2 = time.time()
     tuned = finetune is not None and finetune.runs
     if tuned:
@@ -338,10 +369,10 @@ def _finetune_and_evaluate(pruned, teacher, report, train_set, val_set, test_set
     report.finetune_s = round(time.time() - t2, 2)
     report.pruned = _summary(pruned, input_size)
     if val_set is not None:  # without a fine-tune the model is the one already evaluated
-        report.val = {"pruned": evaluate(pruned, val_set, device=device) if tuned else report.after_prune}
+        report.val = {"pruned": score(pruned, val_set, "eval val (tuned)") if tuned else report.after_prune}
     if test_set is not None:
         report.test = {
-            "dense": evaluate(teacher, test_set, device=device),
-            "pruned": evaluate(pruned, test_set, device=device),
+            "dense": score(teacher, test_set, "eval test (dense)"),
+            "pruned": score(pruned, test_set, "eval test (pruned)"),
         }
     return pruned

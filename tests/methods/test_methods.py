@@ -122,3 +122,35 @@ def test_a_search_that_ends_above_the_target_warns_and_is_recorded(caplog):
     assert res.report.method_info["search_reached_target"] is False
     assert "above the target" in caplog.text and "--search-epochs" in caplog.text
     assert res.report.pruned.macs <= res.report.target_macs  # the repair still meets the budget
+
+
+def test_evaluation_can_be_limited_or_skipped(tmp_path, image_folder):
+    out = _prune(tmp_path, image_folder, "l1", "--eval-splits", "val", "--eval-limit", "10")
+    report = json.loads((out / "report.json").read_text())
+    assert report["after_prune"]["count"] == 10 and report["val"]["pruned"]["count"] == 10 and "test" not in report
+    out = _prune(tmp_path / "none", image_folder, "l1", "--eval-splits", "none")
+    report = json.loads((out / "report.json").read_text())
+    assert report["after_prune"] == {} and "val" not in report and "test" not in report
+    argv = ["eval", "--checkpoint", str(out), "--data", str(image_folder), "--split", "val", "--threads", "1"]
+    assert main([*argv, "--json"]) == 0
+
+
+def test_the_run_folder_explains_itself_and_drops_its_checkpoints(tmp_path, image_folder):
+    import os
+    import stat
+
+    out = _prune(tmp_path, image_folder, "ours", "--search-epochs", "1", "--finetune-epochs", "1")
+    card = (out / "README.md").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert "method `ours`" in card and "--method ours" in card and "mhaprune.load_pruned" in card
+    assert f"{report['pruned']['params']:,}" in card and "latency, batch 2" in card
+    for name in ("config.json", "model.safetensors", "plan.json", "report.json", "resolved_config.json"):
+        assert f"`{name}`" in card
+        mask = os.umask(0)
+        os.umask(mask)
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~mask  # the user's umask, not mkstemp's 0600
+    assert not (out / "search" / "checkpoint.pt").exists() and not (out / "finetune" / "checkpoint.pt").exists()
+    assert (out / "search" / "metrics.jsonl").exists() or (out / "search" / "run.json").exists()
+    kept = _prune(tmp_path / "kept", image_folder, "ours", "--search-epochs", "1", "--finetune-epochs", "1",
+                  "--keep-checkpoints")  # fmt: skip
+    assert (kept / "search" / "checkpoint.pt").exists() and (kept / "finetune" / "checkpoint.pt").exists()

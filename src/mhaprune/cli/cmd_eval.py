@@ -16,6 +16,7 @@ def add_parser(sub):
     d.add_argument("--split", default="test", choices=("test", "val", "train"))
     p.add_argument("--batch-size", type=int, default=256, metavar="N")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -26,6 +27,12 @@ def run(args) -> int:
     from ..train import evaluate
     from ._common import UserError, load_model_arg, pick_device
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = load_model_arg(args.model, args.checkpoint, pretrained=True)
     device = pick_device(args.device)
     splits = build_data(args.data, model.input_size, args.data_dir, augment=False, fit=args.fit)

@@ -6,6 +6,7 @@ sized to finish in about 10 minutes on 2 CPU cores.
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def add_parser(sub):
     meth = p.add_argument_group("method options (docs/method.md; each method reads its own, see --help's list)")
     add_config_args(meth, PruneConfig, skip=("target_macs",))
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/prune-MODEL-TIMESTAMP)")
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep the stages' resume checkpoints after a successful run (default: removed; metrics stay)",
+    )
     add_train_args(p, base=PRUNE_TRAIN, skip=("epochs",))
     p.add_argument("--epochs", type=float, default=None, help=argparse.SUPPRESS)  # refused with a hint below
     p.set_defaults(func=run)
@@ -206,12 +212,12 @@ def run(args) -> int:
     import torch
 
     from ..data import build_data
-    from ..export import save_pruned
+    from ..export import model_card, save_pruned
     from ..methods import get_method, method_config
     from ..pipeline import LatencySpec, prune
     from ..pruning import ModelCost
     from ..train import CHECKPOINT, read_checkpoint
-    from ..utils import atomic_write_json, run_metadata, seed_all
+    from ..utils import atomic_write_json, atomic_write_text, run_metadata, seed_all
     from ._common import (
         UserError,
         check_classes,
@@ -275,12 +281,20 @@ def run(args) -> int:
         kd_alpha=recipe.kd_alpha,
         resume=args.resume,
         latency=LatencySpec(batch=recipe.latency_batch, device=device) if recipe.latency_batch else None,
+        eval_splits=recipe.eval_splits,
+        eval_limit=recipe.eval_limit,
     )
     report = result.report
     report.wall_s = round(time.time() - t0, 1)  # the whole command, data loading included
     result.plan.save(out / "plan.json")
     atomic_write_json(out / "report.json", report.to_dict())
     save_pruned(result.model, out, extra={"metrics": report.test, "prune_config": cfg.to_dict(), "method": method.name})
+    command = "mhaprune " + " ".join(shlex.quote(a) for a in getattr(args, "argv", ["prune"]))
+    card = model_card(result.model.arch_name, report.to_dict(), command, run_metadata())
+    atomic_write_text(out / "README.md", card)
+    if not args.keep_checkpoints:  # the run is complete: resume checkpoints are dead weight (tens of MB)
+        for stage in ("search", "finetune"):
+            (out / stage / CHECKPOINT).unlink(missing_ok=True)
     print_report(report.to_dict())
     print(f"saved {out}")
     return 0

@@ -103,12 +103,10 @@ def run(args) -> int:
     if splits.test is not None:
         t = evaluate(final, splits.test, device=device)
         metrics.update(test_top1=t["top1"], test_top5=t["top5"], test_loss=t["loss"])
-    save_model(final, out, extra={"metrics": metrics, "train_command": "mhaprune " + " ".join(_argv())})
+    save_model(
+        final,
+        out,
+        extra={"metrics": metrics, "train_command": "mhaprune " + " ".join(getattr(args, "argv", ["train"]))},
+    )
     print(f"saved {out}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if v is not None))
     return 0
-
-
-def _argv():
-    import sys
-
-    return sys.argv[1:]
