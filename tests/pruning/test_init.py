@@ -55,7 +55,7 @@ def test_linear_path_equals_channel_by_channel_masking(name):
             calls, h = _counting(lc.module)
             fast = output_difference(lc.module, args, st, "fro", kw, linear)
             n_fast = len(calls)
-            slow = output_difference(lc.module, args, st, "fro", kw, None)
+            slow = output_difference(lc.module, args, st, "fro", kw, None, batched=False)
             h.remove()
             assert n_fast == 4  # all kept (the base), all removed, two checks: not one forward per channel
             assert len(calls) - n_fast == st.heads * st.width + 1
@@ -65,9 +65,10 @@ def test_linear_path_equals_channel_by_channel_masking(name):
     assert checked == len(pruner.cost.layers)  # one V group per attention layer, one hidden group per MLP
 
 
-def test_nonlinear_after_the_linear_falls_back_to_masking():
-    """A LayerNorm after the consuming Linear breaks the two-forward formula: the check sees it and every channel is
-    masked in turn, so D is still the true output change."""
+def test_nonlinear_after_the_linear_takes_the_batched_tail():
+    """A LayerNorm after the consuming Linear breaks the two-forward formula: the check sees it, and the masked
+    outputs come from the batched tail (one module call for all channels here), so D is still the true output
+    change."""
 
     class NormedMlp(nn.Module):
         def __init__(self, st):
@@ -83,7 +84,7 @@ def test_nonlinear_after_the_linear_falls_back_to_masking():
     calls, h = _counting(layer)
     D = output_difference(layer, (x,), st, "fro", None, layer.fc2)
     h.remove()
-    assert len(calls) > 8
+    assert len(calls) <= 7  # base, all removed, the checks of the formula, 1 batched call, 2 checks of it
     base = layer(x)
     for c in range(8):
         st.frozen.fill_(True)
@@ -95,11 +96,11 @@ def test_nonlinear_after_the_linear_falls_back_to_masking():
     layer.norm = nn.Identity()
     st.frozen.fill_(False)
     fast = output_difference(layer, (x,), st, "fro", None, layer.fc2)
-    slow = output_difference(layer, (x,), st, "fro", None, None)
+    slow = output_difference(layer, (x,), st, "fro", None, None, batched=False)
     torch.testing.assert_close(fast, slow)
 
 
-def test_kl_metric_masks_channel_by_channel():
+def test_kl_metric_takes_the_batched_tail_and_equals_masking():
     st = GroupState(2, 3, "hidden").double()
     fc = nn.Linear(6, 4).double()
     gate = ChannelGate(st, "hidden", owner=True, reweight=False)
@@ -107,5 +108,74 @@ def test_kl_metric_masks_channel_by_channel():
     x = torch.randn(5, 6, dtype=torch.float64)
     calls, h = _counting(layer)
     D = output_difference(layer, (x,), st, "kl", None, fc)
+    n_fast = len(calls)
+    slow = output_difference(layer, (x,), st, "kl", None, None, batched=False)
     h.remove()
-    assert len(calls) == 7 and D.shape == (2, 3) and bool((D >= 0).all())
+    assert n_fast == 5 and len(calls) - n_fast == 7  # batched: 2 + 1 + 2 checks; one by one: base + 6 channels
+    assert D.shape == (2, 3) and bool((D >= 0).all())
+    torch.testing.assert_close(D, slow)
+
+
+def test_a_tail_that_does_not_broadcast_takes_batched_masking():
+    class Reshaping(nn.Module):  # the output is reshaped with the input's batch size after the Linear
+        def __init__(self, st):
+            super().__init__()
+            self.gate, self.fc = ChannelGate(st, "hidden", owner=True, reweight=False), nn.Linear(8, 6).double()
+
+        def forward(self, x):
+            return torch.tanh(self.fc(self.gate(x))).reshape(x.shape[0], -1)
+
+    st = GroupState(1, 8, "hidden").double()
+    layer, x = Reshaping(st), torch.randn(10, 8, dtype=torch.float64)
+    calls, h = _counting(layer)
+    D = output_difference(layer, (x,), st, "fro", None, layer.fc)
+    n_fast = len(calls)
+    slow = output_difference(layer, (x,), st, "fro", None, None, batched=False)
+    h.remove()
+    torch.testing.assert_close(D, slow)
+    assert n_fast < 8 and len(calls) - n_fast == 8 + 1  # batched: a few calls; one by one: base + 8 channels
+
+
+def test_bert_layers_take_the_batched_tail_with_the_scores_of_masking():
+    """BERT's MLP (``BertLayer``: output.dense, then dropout, residual and LayerNorm) and V (``proj`` then the
+    post-LayerNorm) are not affine in their channels: the batched tail gives the scores of masking one by one; its
+    softmax Q/K go through batched masking, with the same scores."""
+    transformers = pytest.importorskip("transformers")
+    from mhaprune.interop import from_hf_model
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                  intermediate_size=48, max_position_embeddings=16)  # fmt: skip
+    model = from_hf_model(transformers.BertModel(cfg).eval())
+    ids = torch.randint(1, 60, (6, 12))
+    inputs = {"input_ids": ids, "attention_mask": (torch.rand(6, 12) > 0.2).long()}
+    pruner = Pruner(model, PruneConfig(target_macs=0.7, attn_init=False), inputs)
+    pruner.prepare()
+    grabbed = {}
+    hooks = [
+        lc.module.register_forward_pre_hook(
+            lambda m, a, kw, p=lc.path: grabbed.__setitem__(p, (a, kw)), with_kwargs=True
+        )
+        for lc in pruner.cost.layers
+    ]
+    with torch.no_grad():
+        model(**inputs)
+    for h in hooks:
+        h.remove()
+    checked = 0
+    for lc in pruner.cost.layers:
+        args, kw = grabbed[lc.path]
+        for g, st in pruner.states[lc.path].items():
+            if not st.prunable:
+                continue
+            linear, source = lc.adapter.output_linear(lc.module, g), lc.adapter.input_linear(lc.module, g)
+            calls, h = _counting(lc.module)
+            fast = output_difference(lc.module, args, st, "fro", kw, linear, source=source)
+            n_fast = len(calls)
+            slow = output_difference(lc.module, args, st, "fro", kw, None, batched=False)
+            h.remove()
+            assert n_fast < st.heads * st.width  # not one call per channel
+            torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5 * float(slow.max()))
+            checked += 1
+    assert checked == 3  # Q/K (batched masking, qkv computed once) and V of the attention, the layer's MLP
+

@@ -167,6 +167,11 @@ class Adapter:
         :func:`~mhaprune.pruning.init.output_difference`). ``None``: measure channel by channel."""
         return None
 
+    def input_linear(self, module: nn.Module, group: str) -> nn.Linear | None:
+        """The Linear whose output feeds the group's gates and does not depend on the masks (called once per
+        forward); lets the batched masking of the init compute it once instead of once per masked channel."""
+        return None
+
     def channel_weights(self, module: nn.Module, group: str) -> torch.Tensor:
         """``(h, d, F)``: the weights that belong to each channel (for L1 importance and weight similarity)."""
         raise NotImplementedError

@@ -109,6 +109,9 @@ class AttentionAdapter(Adapter):
         # V channel c of head i reaches only column i·d + c of proj's input (A·V, plus the depthwise conv of FLatten)
         return m.proj if group == "v" else None
 
+    def input_linear(self, m, group):
+        return m.qkv if not self.reduced else None  # PVT: Q and K/V come from two projections
+
     def _rows(self, m):
         """(W_q, b_q, W_k, b_k, W_v, b_v) views of the input projections."""
         a = m.qk_dim

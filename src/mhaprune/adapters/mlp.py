@@ -87,6 +87,9 @@ class MlpAdapter(Adapter):
     def output_linear(self, m, group):
         return self._pair(m)[1]
 
+    def input_linear(self, m, group):
+        return self._pair(m)[0]
+
     @torch.no_grad()
     def slice(self, m, keep):
         idx = keep["hidden"].reshape(-1)

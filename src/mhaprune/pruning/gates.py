@@ -67,6 +67,8 @@ class GroupState(nn.Module):
         self.captured: dict[str, torch.Tensor] = {}
         self.grams: dict[str, torch.Tensor] = {}
         self.gram_rows = 0
+        # (K, h, d) masks, one per block of the batch (calibration: K masked variants in one call; not saved)
+        self.variant_masks: torch.Tensor | None = None
 
     # ---------------------------------------------------------------- scores and masks
     def scores(self) -> torch.Tensor:
@@ -154,6 +156,10 @@ class ChannelGate(nn.Module):
             r = st.multiplier()
             if r is not None:
                 mult = mult * r
+        if st.variant_masks is not None:  # the batch is K blocks; block k gets variant mask k
+            k = st.variant_masks.shape[0]
+            per = (st.variant_masks * mult).reshape(k, *([1] * (x.ndim - 1)), -1).to(x.dtype)
+            return (x.unflatten(0, (k, -1)) * per).flatten(0, 1)
         return x * mult.reshape(-1).to(x.dtype)
 
     def extra_repr(self) -> str:

@@ -100,6 +100,24 @@ def _output_change(out: torch.Tensor, base: torch.Tensor, metric: str) -> float:
     return float(F.kl_div(F.log_softmax(out, -1), F.log_softmax(base, -1), log_target=True, reduction="batchmean"))
 
 
+def _first_tensor(out) -> torch.Tensor:
+    """Like :func:`_main_output`, in the output's own dtype (no copy)."""
+    if torch.is_tensor(out):
+        return out
+    values = out.values() if isinstance(out, dict) else out
+    return next(v for v in values if torch.is_tensor(v))
+
+
+def _changes(stacked: torch.Tensor, base: torch.Tensor, metric: str) -> torch.Tensor:
+    """:func:`_output_change` of every ``stacked[k]`` against ``base`` (float64 results). The Frobenius norm of the
+    difference is taken in the outputs' dtype with float64 accumulation (the difference of two close floats is
+    exact), without a float64 copy of the stack."""
+    if metric == "fro":
+        diff = (stacked.contiguous() - base.to(stacked.dtype)).flatten(1)
+        return torch.linalg.vector_norm(diff, dim=1, dtype=torch.float64)
+    return torch.tensor([_output_change(s.double(), base, metric) for s in stacked], dtype=torch.float64)
+
+
 def _masked_output(module, args, kwargs, state, channel: tuple[int, int] | None) -> torch.Tensor:
     state.frozen_mask.fill_(1.0)
     if channel is not None:
@@ -109,24 +127,166 @@ def _masked_output(module, args, kwargs, state, channel: tuple[int, int] | None)
 
 def _linear_output_difference(
     module, args, kwargs, state, linear: torch.nn.Linear
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None]:
     """The module's output with every channel kept, and the Frobenius ``D`` of every channel from that forward and
     one with all channels removed, through the Linear that consumes the group: if channel ``c`` reaches only input
     column ``c`` of ``linear``, affinely, and nothing nonlinear follows, masking ``c`` changes the output by
     ``Δz_c ⊗ W[:, c]`` (``Δz_c`` the change of that column), so ``D_c = ‖Δz_c‖ · ‖W[:, c]‖`` exactly. ``D`` is
-    ``None`` where the layer does not look like that (not called exactly once per forward, other width)."""
-    seen: list[torch.Tensor] = []
-    hook = linear.register_forward_pre_hook(lambda mod, a: seen.append(a[0].detach().double()))
+    ``None`` where the layer does not look like that (not called exactly once per forward, other width). Also
+    returns the Linear's input and output with every channel kept and removed (for :func:`_tail_output_difference`),
+    or ``None``."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hook = linear.register_forward_hook(lambda mod, a, out: seen.append((a[0].detach(), out.detach())))
     try:
         base = _masked_output(module, args, kwargs, state, None)
         state.frozen_mask.fill_(0.0)
         module(*args, **kwargs)
     finally:
         hook.remove()
-    if len(seen) != 2 or seen[0].shape[-1] != state.heads * state.width or linear.weight.shape[1] != seen[0].shape[-1]:
-        return base, None
-    dz = (seen[0] - seen[1]).reshape(-1, seen[0].shape[-1])
-    return base, (dz.norm(dim=0) * linear.weight.detach().double().norm(dim=0)).reshape(state.heads, state.width)
+    width = state.heads * state.width
+    if len(seen) != 2 or seen[0][0].shape[-1] != width or linear.weight.shape[1] != width:
+        return base, None, None
+    dz = (seen[0][0].double() - seen[1][0].double()).reshape(-1, width)
+    D = (dz.norm(dim=0) * linear.weight.detach().double().norm(dim=0)).reshape(state.heads, state.width)
+    return base, D, (seen[0], seen[1])
+
+
+def _tail_module(module, args, kwargs, linear):
+    """The smallest submodule of ``module`` that contains ``linear`` and returns the module's own output tensor
+    (e.g. ``BertOutput`` inside ``BertLayer``), with the arguments it was called with; ``module`` itself if none."""
+    ancestors = [m for m in module.modules() if m is not module and any(c is linear for c in m.modules())]
+    calls: dict[int, tuple] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, a, kw, out: calls.__setitem__(id(mod), (a, kw, out)), with_kwargs=True)
+        for m in ancestors
+    ]
+    try:
+        out = module(*args, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    main = out if torch.is_tensor(out) else next((v for v in (out.values() if isinstance(out, dict) else out)
+                                                   if torch.is_tensor(v)), None)  # fmt: skip
+    best = (module, args, kwargs)
+    for m in ancestors:  # outermost first: keep the innermost that still returns the module's output
+        got = calls.get(id(m))
+        if got is not None and torch.is_tensor(got[2]) and got[2] is main:
+            best = (m, got[0], got[1])
+    return best
+
+
+def _tail_output_difference(
+    module, args, kwargs, state, linear: torch.nn.Linear, base: torch.Tensor, metric: str, io, budget: float = 6e7
+) -> torch.Tensor | None:
+    """``D`` of every channel when the module's output is a nonlinear but batch-broadcasting function of the
+    consuming Linear's output ``z`` (e.g. a residual and a LayerNorm after it, as in BERT): masking channel ``c``
+    changes ``z`` by exactly ``(x_0[..., c] − x[..., c]) ⊗ W[:, c]`` (``x`` / ``x_0`` the Linear's input with every
+    channel kept / removed), so the masked outputs of many channels come from one call in which the Linear returns
+    those ``z`` stacked on a new leading dimension. The call is of the smallest submodule that holds the Linear and
+    returns the module's output (:func:`_tail_module`), and the Linear's own product is skipped, so a chunk of
+    channels costs only the work after the Linear. ``None`` where the output does not come back with that leading
+    dimension (something after the Linear does not broadcast)."""
+    (x, z), (x0, _) = io
+    width = state.heads * state.width
+    w = linear.weight.detach()
+    chunk = max(1, min(width, int(budget // max(1, z.numel()))))
+    D = torch.zeros(width, dtype=torch.float64)
+    state.frozen_mask.fill_(1.0)
+    tail, t_args, t_kwargs = _tail_module(module, args, kwargs, linear)
+    for start in range(0, width, chunk):
+        idx = torch.arange(start, min(width, start + chunk), device=x.device)
+        delta = (x0[..., idx] - x[..., idx]).movedim(-1, 0).contiguous().unsqueeze(-1)  # (K, ..., 1)
+        stacked = torch.addcmul(z.unsqueeze(0), delta, w[:, idx].t().reshape(len(idx), *([1] * (z.ndim - 1)), -1))
+        stacked = stacked.contiguous()
+        hooks = [
+            linear.register_forward_pre_hook(lambda mod, a: (a[0][..., :1, :], *a[1:])),  # its product is replaced
+            linear.register_forward_hook(lambda mod, a, out, s=stacked: s),
+        ]
+        try:
+            out = _first_tensor(tail(*t_args, **t_kwargs))
+        finally:
+            for h in hooks:
+                h.remove()
+        if out.shape != (len(idx), *base.shape):
+            return None
+        D[idx.cpu()] = _changes(out, base, metric).cpu()
+    return D.reshape(state.heads, state.width)
+
+
+def _tile(value, batch: int, k: int):
+    """``value`` repeated ``k`` times along its first dimension if that is the batch (block layout)."""
+    if torch.is_tensor(value) and value.ndim and value.shape[0] == batch:
+        return value.repeat(k, *([1] * (value.ndim - 1)))
+    return value
+
+
+def _batched_masking(
+    module, args, kwargs, state, base: torch.Tensor, metric: str, source=None, budget: float = 2e7
+) -> torch.Tensor | None:
+    """``D`` of every channel by direct masking, many channels per module call: the inputs are tiled ``K`` times
+    along the batch and the group's gates give block ``k`` of the batch the mask without channel ``k`` (each sample
+    is computed as alone, so the outputs are those of masking one channel at a time). ``source``, a Linear that
+    feeds the gates and does not depend on the masks (the Q/K/V projection), is computed once and its output tiled
+    instead of recomputed for every block. ``None`` where the module's batch does not come back tiled."""
+    batch = args[0].shape[0] if args and torch.is_tensor(args[0]) and args[0].ndim else None
+    if batch is None:
+        return None
+    width = state.heads * state.width
+    cached: list[torch.Tensor] = []
+    if source is not None:
+        hook = source.register_forward_hook(lambda mod, a, out: cached.append(out.detach()))
+        try:
+            state.frozen_mask.fill_(1.0)
+            module(*args, **kwargs)
+        finally:
+            hook.remove()
+        if len(cached) != 1 or cached[0].shape[0] != batch:
+            source, cached = None, []
+    per_sample = max(t.numel() // batch for t in (base, *cached))
+    chunk = max(1, min(width, int(budget // max(1, per_sample * batch))))
+    D = torch.zeros(width, dtype=torch.float64)
+    state.frozen_mask.fill_(1.0)
+    hooks = []
+    try:
+        for start in range(0, width, chunk):
+            idx = list(range(start, min(width, start + chunk)))
+            k = len(idx)
+            masks = torch.ones(k, width, device=state.frozen_mask.device, dtype=state.frozen_mask.dtype)
+            masks[torch.arange(k), torch.tensor(idx)] = 0.0
+            state.variant_masks = masks.reshape(k, state.heads, state.width)
+            if source is not None:
+                tiled = _tile(cached[0], batch, k)
+                hooks = [
+                    source.register_forward_pre_hook(lambda mod, a: (a[0][:1], *a[1:])),  # skip the real work
+                    source.register_forward_hook(lambda mod, a, out, t=tiled: t),
+                ]
+            try:
+                t_args = tuple(_tile(a, batch, k) for a in args)
+                t_kwargs = {n: _tile(v, batch, k) for n, v in kwargs.items()}
+                out = _first_tensor(module(*t_args, **t_kwargs))
+            finally:
+                for h in hooks:
+                    h.remove()
+                hooks = []
+            if out.shape != (k * batch, *base.shape[1:]):
+                return None
+            D[idx] = _changes(out.unflatten(0, (k, batch)), base, metric).cpu()
+    finally:
+        state.variant_masks = None
+    return D.reshape(state.heads, state.width)
+
+
+def _agrees(module, args, kwargs, state, base, metric, D, tol) -> bool:
+    """``D`` matches direct masking on its largest and a middle channel (relative to the largest ``D``)."""
+    order = D.reshape(-1).argsort(descending=True)
+    probes = [divmod(int(order[0]), state.width), divmod(int(order[len(order) // 2]), state.width)]
+    scale = float(D.max()) or 1.0
+    ok = all(
+        abs(_output_change(_masked_output(module, args, kwargs, state, ch), base, metric) - float(D[ch])) <= tol * scale
+        for ch in probes
+    )
+    state.frozen_mask.fill_(1.0)
+    return ok
 
 
 @torch.no_grad()
@@ -138,6 +298,8 @@ def output_difference(
     kwargs: dict | None = None,
     linear: torch.nn.Linear | None = None,
     check_tol: float = 1e-3,
+    source: torch.nn.Linear | None = None,
+    batched: bool = True,
 ) -> torch.Tensor:
     """``D`` ``(h, d)`` of a group by the change of the module's output (called as ``module(*args, **kwargs)``; for
     modules that return a tuple, its first tensor) when each channel is masked.
@@ -145,30 +307,35 @@ def output_difference(
     With ``metric="fro"`` and ``linear`` (the adapter's :meth:`~mhaprune.adapters.Adapter.output_linear`), every
     ``D_c`` comes from two forwards (the first gives the base output) instead of one per channel (see
     :func:`_linear_output_difference`); the result is checked against direct masking on the largest and a middle
-    channel (relative to the largest ``D``, ``check_tol``) and, where it disagrees (a norm or residual after the
-    Linear), measured channel by channel instead.
+    channel (relative to the largest ``D``, ``check_tol``). Where it disagrees (a norm or residual after the Linear,
+    as in BERT), the masked outputs are computed exactly in chunks of channels from one module call each, the Linear
+    returning the masked ``z`` stacked (:func:`_tail_output_difference`), checked the same way. Otherwise (or
+    without ``linear``) channels are masked directly but many per call (:func:`_batched_masking`, with ``source``
+    the projection that feeds the gates, computed once); ``batched=False`` masks one channel per call, the
+    reference every faster path is tested against.
     """
     kwargs = kwargs or {}
     was_frozen, old_mask = bool(state.frozen), state.frozen_mask.clone()
     state.frozen.fill_(True)
     try:
-        if metric == "fro" and linear is not None:
-            base, D = _linear_output_difference(module, args, kwargs, state, linear)
+        io = None
+        if linear is not None:
+            base, D, io = _linear_output_difference(module, args, kwargs, state, linear)
+            D = D if metric == "fro" else None
         else:
             base, D = _masked_output(module, args, kwargs, state, None), None
-        if D is not None:
-            order = D.reshape(-1).argsort(descending=True)
-            probes = [divmod(int(order[0]), state.width), divmod(int(order[len(order) // 2]), state.width)]
-            scale = float(D.max()) or 1.0
-            if all(
-                abs(_output_change(_masked_output(module, args, kwargs, state, ch), base, metric) - float(D[ch]))
-                <= check_tol * scale
-                for ch in probes
-            ):
+        if D is not None and _agrees(module, args, kwargs, state, base, metric, D, check_tol):
+            return D
+        if io is not None:
+            _logger.debug("%s: output not affine in the group's channels; batched tail", type(module).__name__)
+            D = _tail_output_difference(module, args, kwargs, state, linear, base, metric, io)
+            if D is not None and _agrees(module, args, kwargs, state, base, metric, D, check_tol):
                 return D
-            _logger.debug(
-                "%s: output change is not linear in the group's channels; masking one by one", type(module).__name__
-            )
+        if batched:
+            D = _batched_masking(module, args, kwargs, state, base, metric, source)
+            if D is not None and _agrees(module, args, kwargs, state, base, metric, D, check_tol):
+                return D
+        _logger.debug("%s: masking the group's channels one by one", type(module).__name__)
         D = torch.zeros(state.heads, state.width, dtype=torch.float64)
         for i in range(state.heads):
             for c in range(state.width):

@@ -181,7 +181,13 @@ class Pruner:
                 else:
                     args, kwargs = inputs[lc.path]
                     D = output_difference(
-                        lc.module, args, st, cfg.attn_init_metric, kwargs, lc.adapter.output_linear(lc.module, g)
+                        lc.module,
+                        args,
+                        st,
+                        cfg.attn_init_metric,
+                        kwargs,
+                        lc.adapter.output_linear(lc.module, g),
+                        source=lc.adapter.input_linear(lc.module, g),
                     )
                 m0 = (cfg.init_logit + cfg.attn_init_kappa * zscore(D)).clamp_min(cfg.init_min)
                 st.indicator.data.copy_(m0.to(st.indicator.dtype))
