@@ -120,20 +120,20 @@ def test_a_tail_that_does_not_broadcast_takes_batched_masking():
     class Reshaping(nn.Module):  # the output is reshaped with the input's batch size after the Linear
         def __init__(self, st):
             super().__init__()
-            self.gate, self.fc = ChannelGate(st, "hidden", owner=True, reweight=False), nn.Linear(8, 6).double()
+            self.gate, self.fc = ChannelGate(st, "hidden", owner=True, reweight=False), nn.Linear(32, 6).double()
 
         def forward(self, x):
             return torch.tanh(self.fc(self.gate(x))).reshape(x.shape[0], -1)
 
-    st = GroupState(1, 8, "hidden").double()
-    layer, x = Reshaping(st), torch.randn(10, 8, dtype=torch.float64)
+    st = GroupState(1, 32, "hidden").double()
+    layer, x = Reshaping(st), torch.randn(10, 32, dtype=torch.float64)
     calls, h = _counting(layer)
     D = output_difference(layer, (x,), st, "fro", None, layer.fc)
     n_fast = len(calls)
     slow = output_difference(layer, (x,), st, "fro", None, None, batched=False)
     h.remove()
     torch.testing.assert_close(D, slow)
-    assert n_fast < 8 and len(calls) - n_fast == 8 + 1  # batched: a few calls; one by one: base + 8 channels
+    assert n_fast <= 10 and len(calls) - n_fast == 32 + 1  # batched: a few calls; one by one: base + 32 channels
 
 
 def test_bert_layers_take_the_batched_tail_with_the_scores_of_masking():
