@@ -67,17 +67,7 @@ def main(argv=None) -> int:
     row = {"prepare_s": round(prepare_s, 1), "layers": len(pruner.cost.layers), "texts": len(texts)}
     print(f"prepare(): {prepare_s:.1f} s", flush=True)
     if args.reference_layer >= 0:  # one layer's V and MLP groups, fast path vs channel by channel
-        grabbed = {}
-        hooks = [
-            lc.module.register_forward_pre_hook(
-                lambda m, a, kw, p=lc.path: grabbed.__setitem__(p, (a, kw)), with_kwargs=True
-            )
-            for lc in pruner.cost.layers
-        ]
-        with torch.no_grad():
-            model(**inputs)
-        for h in hooks:
-            h.remove()
+        grabbed = pruner.layer_inputs()
         n = args.reference_layer
         for lc in pruner.cost.layers:
             if f".{n}." not in lc.path and not lc.path.endswith(f".{n}"):

@@ -151,17 +151,7 @@ def test_bert_layers_take_the_batched_tail_with_the_scores_of_masking():
     inputs = {"input_ids": ids, "attention_mask": (torch.rand(6, 12) > 0.2).long()}
     pruner = Pruner(model, PruneConfig(target_macs=0.7, attn_init=False), inputs)
     pruner.prepare()
-    grabbed = {}
-    hooks = [
-        lc.module.register_forward_pre_hook(
-            lambda m, a, kw, p=lc.path: grabbed.__setitem__(p, (a, kw)), with_kwargs=True
-        )
-        for lc in pruner.cost.layers
-    ]
-    with torch.no_grad():
-        model(**inputs)
-    for h in hooks:
-        h.remove()
+    grabbed = pruner.layer_inputs()
     checked = 0
     for lc in pruner.cost.layers:
         args, kw = grabbed[lc.path]

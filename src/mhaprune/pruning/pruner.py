@@ -136,18 +136,11 @@ class Pruner:
         cfg = self.cfg
         use_act = cfg.similarity and cfg.similarity_source == "activation"
         init_groups = self._init_targets() if cfg.attn_init else {}
-        inputs: dict[str, tuple] = {}
-        hooks = []
-        for lc in self.cost.layers:
-            if lc.path in init_groups and any(
-                lc.adapter.init_strategy(lc.module, g) == "output_difference" for g in init_groups[lc.path]
-            ):
-                hooks.append(
-                    lc.module.register_forward_pre_hook(
-                        lambda mod, args, kwargs, p=lc.path: inputs.__setitem__(p, (_detached(args), kwargs)),
-                        with_kwargs=True,
-                    )
-                )
+        wanted = {  # the layers whose init needs their inputs (output difference)
+            lc.path
+            for lc in self.cost.layers
+            if any(lc.adapter.init_strategy(lc.module, g) == "output_difference" for g in init_groups.get(lc.path, ()))
+        }
         for _, _, st in self._all_states():
             st.reset_stats()
             st.collect = use_act
@@ -155,10 +148,8 @@ class Pruner:
         was_training = self.model.training
         self.model.eval()
         try:
-            call_model(self.model, _to(self.example_inputs, next(self.model.parameters()).device))
+            inputs = self._recorded_forward(wanted)
         finally:
-            for h in hooks:
-                h.remove()
             for _, _, st in self._all_states():
                 st.collect = False
                 st.capture = False
@@ -194,6 +185,36 @@ class Pruner:
         for _, _, st in self._all_states():
             st.captured = {}
         self.model.train(was_training)
+
+    def _recorded_forward(self, paths) -> dict[str, tuple[tuple, dict]]:
+        """One forward of the calibration batch, recording the inputs of the modules at ``paths``."""
+        grabbed: dict[str, tuple[tuple, dict]] = {}
+        hooks = [
+            lc.module.register_forward_pre_hook(
+                lambda mod, args, kwargs, p=lc.path: grabbed.__setitem__(p, (_detached(args), kwargs)),
+                with_kwargs=True,
+            )
+            for lc in self.cost.layers
+            if lc.path in paths
+        ]
+        try:
+            call_model(self.model, _to(self.example_inputs, next(self.model.parameters()).device))
+        finally:
+            for h in hooks:
+                h.remove()
+        return grabbed
+
+    @torch.no_grad()
+    def layer_inputs(self) -> dict[str, tuple[tuple, dict]]:
+        """``{path: (args, kwargs)}``: what every prunable module is called with on the calibration batch (one
+        forward in eval mode), e.g. to recompute a group's init with
+        :func:`~mhaprune.pruning.init.output_difference`."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._recorded_forward({lc.path for lc in self.cost.layers})
+        finally:
+            self.model.train(was_training)
 
     def _init_targets(self) -> dict[str, list[str]]:
         scope = self.cfg.attn_init_scope
