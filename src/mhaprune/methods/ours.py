@@ -71,11 +71,6 @@ class PruningCallback(Callback):
         self.pruner.load_state_dict(state)
 
 
-def search_steps_planned(ctx: MethodContext) -> bool:
-    s = ctx.search
-    return s is not None and (s.epochs > 0 or bool(s.max_steps))
-
-
 def run_ours(model, ctx: MethodContext) -> MethodResult:
     """Calibrate (similarity weights, data-driven init), search (if the recipe has steps), plan, convert, and
     optionally rescale the kept output columns to the dense model."""
@@ -86,7 +81,7 @@ def run_ours(model, ctx: MethodContext) -> MethodResult:
     info["calibrate_s"] = round(time.time() - t0, 2)
     t1 = time.time()
     steps = 0
-    if search_steps_planned(ctx):
+    if ctx.search is not None and ctx.search.runs:
         stage = ctx.out_dir / "search" if ctx.out_dir is not None else None
         trainer = Trainer(
             model,
