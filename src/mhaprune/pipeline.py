@@ -37,8 +37,10 @@ class PruneRecipe:
         method: the pruning method (listed at the end of ``mhaprune prune --help``).
         search_epochs: search budget of the methods that train, in epochs (0 = one-shot from the initialised
             indicators); one-shot methods take none.
+        search_max_steps: stop the search after this many steps (default: its epochs decide).
         finetune_epochs: KD fine-tune epochs (default: 0.6 for the methods that train, 0 for one-shot methods,
             which then run without any training).
+        finetune_max_steps: stop the fine-tune after this many steps (default: its epochs decide).
         kd_alpha: weight of the distillation term (0 = hard labels only).
         calib_size: calibration samples drawn (seeded) from the training split.
         latency_batch: batch of the dense-vs-pruned latency measurement (0 = not measured).
@@ -49,7 +51,9 @@ class PruneRecipe:
 
     method: str = field(default="ours", metadata={"metavar": "NAME"})
     search_epochs: float = field(default=0.35, metadata={"metavar": "E"})
+    search_max_steps: int | None = field(default=None, metadata={"metavar": "N"})
     finetune_epochs: float | None = field(default=None, metadata={"metavar": "E"})
+    finetune_max_steps: int | None = field(default=None, metadata={"metavar": "N"})
     kd_alpha: float = field(default=0.5, metadata={"metavar": "A"})
     calib_size: int = field(default=64, metadata={"metavar": "N"})
     latency_batch: int = field(default=32, metadata={"metavar": "N"})
@@ -66,6 +70,9 @@ class PruneRecipe:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.finetune_epochs is not None and self.finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        for name in ("search_max_steps", "finetune_max_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.calib_size < 1:
             raise ConfigError(f"calib_size must be >= 1, got {self.calib_size}")
         get_method(self.method)  # an unknown name fails here, before any work

@@ -23,7 +23,7 @@ def _actions(command: str) -> dict:
 def test_every_config_field_is_a_prune_flag_with_its_default_and_docs(cls, base):
     actions = _actions("prune")
     docs = field_docs(cls)
-    for f in cli_fields(cls, skip=("epochs",)):
+    for f in cli_fields(cls, skip=("epochs", "max_steps")):  # prune takes those per stage (PruneRecipe)
         a = actions[f.name]
         assert a.default is None  # "not given": a recipe file, then the field's default, fill it in
         default = getattr(base, f.name) if base is not None else f.default
@@ -40,7 +40,8 @@ def test_train_flags_show_train_defaults_and_prune_flags_the_prune_recipe():
     train, prune = _actions("train"), _actions("prune")
     assert f"(default {TrainConfig.__dataclass_fields__['lr'].default})" in train["lr"].help
     assert f"(default {PRUNE_TRAIN.lr})" in prune["lr"].help and PRUNE_TRAIN.lr != TrainConfig().lr
-    assert "epochs" in train and prune["epochs"].help == "==SUPPRESS=="  # prune takes --search/--finetune-epochs
+    for name in ("epochs", "max_steps"):  # prune takes --search-* / --finetune-* instead, and says so if given
+        assert name in train and prune[name].help == "==SUPPRESS=="
 
 
 def test_train_config_is_frozen_and_validated_on_construction():

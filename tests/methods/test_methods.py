@@ -154,3 +154,17 @@ def test_the_run_folder_explains_itself_and_drops_its_checkpoints(tmp_path, imag
     kept = _prune(tmp_path / "kept", image_folder, "ours", "--search-epochs", "1", "--finetune-epochs", "1",
                   "--keep-checkpoints")  # fmt: skip
     assert (kept / "search" / "checkpoint.pt").exists() and (kept / "finetune" / "checkpoint.pt").exists()
+
+
+def test_max_steps_apply_to_the_stage_they_name(tmp_path, image_folder, capsys):
+    out = _prune(tmp_path, image_folder, "ours", "--search-epochs", "5", "--search-max-steps", "2",
+                 "--finetune-epochs", "5", "--finetune-max-steps", "3")  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["search_steps"] == 2 and report["finetune_steps"] == 3
+    out = _prune(tmp_path / "b", image_folder, "ours", "--search-epochs", "1", "--finetune-epochs", "0",
+                 "--finetune-max-steps", "3")  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["search_steps"] > 0 and report["finetune_steps"] == 0  # 0 epochs: no fine-tune, whatever its cap
+    argv = ["prune", *SMALL, "--data", str(image_folder), "--max-steps", "2", "--out", str(tmp_path / "c")]
+    assert main(argv) == 2
+    assert "--search-max-steps and --finetune-max-steps" in capsys.readouterr().err and not (tmp_path / "c").exists()

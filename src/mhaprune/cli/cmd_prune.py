@@ -68,9 +68,14 @@ def add_parser(sub):
         action="store_true",
         help="keep the stages' resume checkpoints after a successful run (default: removed; metrics stay)",
     )
-    add_train_args(p, base=PRUNE_TRAIN, skip=("epochs",))
+    add_train_args(p, base=PRUNE_TRAIN, skip=_PER_STAGE)
     p.add_argument("--epochs", type=float, default=None, help=argparse.SUPPRESS)  # refused with a hint below
+    p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)  # likewise
     p.set_defaults(func=run)
+
+
+# recipe fields that prune sets per stage (--search-epochs / --finetune-max-steps ...), not for both at once
+_PER_STAGE = ("epochs", "max_steps")
 
 
 def prune_defaults() -> dict:
@@ -80,9 +85,10 @@ def prune_defaults() -> dict:
     from ._options import config_defaults
 
     return {
-        **train_defaults(PRUNE_TRAIN, skip=("epochs",)),
+        **train_defaults(PRUNE_TRAIN, skip=_PER_STAGE),
         "no_augment": True,  # the fine-tune of a trained model: no augmentation
         "epochs": None,
+        "max_steps": None,
         "random_init": False,
         "timm": None,
         "hf": None,
@@ -195,13 +201,21 @@ def _stage_configs(opts: dict, recipe, n_train: int, device: str, progress: bool
     from ..pipeline import PRUNE_TRAIN
     from .cmd_train import train_config_from
 
-    # a stage runs when its epochs are > 0 (--max-steps caps the steps of the stages that run)
+    # a stage runs when its epochs are > 0; its own --search-max-steps / --finetune-max-steps caps it
     search = None
     if get_method(recipe.method).trains and recipe.search_epochs > 0:
-        search_opts = {**opts, "epochs": recipe.search_epochs, "warmup_epochs": 0.0}
+        search_opts = {
+            **opts,
+            "epochs": recipe.search_epochs,
+            "max_steps": recipe.search_max_steps,
+            "warmup_epochs": 0.0,
+        }
         search = train_config_from(search_opts, device, progress, PRUNE_TRAIN)
     epochs = recipe.finetune_budget()
-    finetune = train_config_from({**opts, "epochs": epochs}, device, progress, PRUNE_TRAIN) if epochs > 0 else None
+    finetune = None
+    if epochs > 0:
+        ft_opts = {**opts, "epochs": epochs, "max_steps": recipe.finetune_max_steps}
+        finetune = train_config_from(ft_opts, device, progress, PRUNE_TRAIN)
     for stage in (search, finetune):
         if stage is not None and stage.runs:
             stage.validate(n_train)
@@ -233,6 +247,8 @@ def run(args) -> int:
     opts = resolve(args, prune_defaults(), file_recipe)
     if opts["epochs"] is not None:
         raise UserError("prune takes --search-epochs and --finetune-epochs, not --epochs")
+    if opts["max_steps"] is not None:
+        raise UserError("prune takes --search-max-steps and --finetune-max-steps (one per stage), not --max-steps")
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
     cfg = _prune_config(opts)  # validates the method options before any work
