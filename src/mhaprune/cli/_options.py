@@ -3,7 +3,6 @@ choices and help (the field, its metadata and the ``Args:`` entry of the class d
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import re
@@ -26,8 +25,6 @@ def field_docs(cls: type) -> dict[str, str]:
             names, buf = [n.strip() for n in m.group(1).split("/")], [m.group(2).strip()]
         elif names and line.strip():
             buf.append(line.strip())
-        elif names and not line.strip():
-            continue
     for n in names:
         out[n] = " ".join(buf)
 
@@ -60,7 +57,7 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_args(group, cls: type, base=None, skip=(), hide=(), only=None) -> None:
+def add_config_args(group, cls: type, base=None, skip=(), only=None) -> None:
     """One flag per field of ``cls`` (defaults from ``base``, an instance, or the field defaults). Every flag's
     argparse default is ``None`` ("not given") so that a YAML recipe can fill in before the defaults do. Booleans
     that default to on get ``--no-NAME``, the others ``--NAME``."""
@@ -68,19 +65,17 @@ def add_config_args(group, cls: type, base=None, skip=(), hide=(), only=None) ->
     for f in cli_fields(cls, skip, only):
         default = getattr(base, f.name) if base is not None else f.default
         text = docs.get(f.name, "")
-        hidden = f.name in hide
         tp = _scalar(f.type)
         if tp is bool:
             on = bool(default)
             state = "on by default; this flag turns it off" if on else "off by default"
-            help_ = argparse.SUPPRESS if hidden else f"{text} ({state})"
             group.add_argument(
-                ("--no-" if on else "--") + f.name.replace("_", "-"),
+                flag(("no_" if on else "") + f.name),
                 dest=f.name,
                 action="store_const",
                 const=not on,
                 default=None,
-                help=help_,
+                help=f"{text} ({state})",
             )
             continue
         kw = {"metavar": f.metadata.get("metavar", f.name.upper())}
@@ -89,14 +84,13 @@ def add_config_args(group, cls: type, base=None, skip=(), hide=(), only=None) ->
         if tp in (int, float):
             kw["type"] = tp
         shown = "" if default is None else f" (default {default})"
-        help_ = argparse.SUPPRESS if hidden else f"{text}{shown}".strip()
-        group.add_argument(flag(f.name), dest=f.name, default=None, help=help_, **kw)
+        group.add_argument(flag(f.name), dest=f.name, default=None, help=f"{text}{shown}".strip(), **kw)
 
 
-def config_values(cls: type, opts: dict, base=None, skip=()) -> dict:
+def config_values(cls: type, opts: dict, base=None) -> dict:
     """The ``cls`` keyword arguments that ``opts`` (resolved flags) set; the rest come from ``base`` / defaults."""
     out = dataclasses.asdict(base) if base is not None else {}
-    for f in cli_fields(cls, skip):
+    for f in cli_fields(cls):
         if opts.get(f.name) is not None:
             out[f.name] = opts[f.name]
     return out

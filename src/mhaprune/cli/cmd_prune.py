@@ -217,7 +217,7 @@ def _stage_configs(opts: dict, recipe, n_train: int, device: str, progress: bool
         ft_opts = {**opts, "epochs": epochs, "max_steps": recipe.finetune_max_steps}
         finetune = train_config_from(ft_opts, device, progress, PRUNE_TRAIN)
     for stage in (search, finetune):
-        if stage is not None and stage.runs:
+        if stage is not None:
             stage.validate(n_train)
     return search, finetune
 
@@ -281,7 +281,8 @@ def run(args) -> int:
             if (Path(out_arg) / stage / CHECKPOINT).exists():
                 read_checkpoint(Path(out_arg) / stage / CHECKPOINT)
     out = prepare_out_dir(out_arg, args.overwrite, args.resume, markers)
-    resolved = {**opts, "prune_config": cfg.to_dict(), "recipe": recipe.__dict__, **run_metadata()}
+    meta = run_metadata()
+    resolved = {**opts, "prune_config": cfg.to_dict(), "recipe": recipe.__dict__, **meta}
     atomic_write_json(out / "resolved_config.json", resolved)
     result = prune(
         model,
@@ -303,14 +304,15 @@ def run(args) -> int:
     report = result.report
     report.wall_s = round(time.time() - t0, 1)  # the whole command, data loading included
     result.plan.save(out / "plan.json")
-    atomic_write_json(out / "report.json", report.to_dict())
+    report_dict = report.to_dict()
+    atomic_write_json(out / "report.json", report_dict)
     save_pruned(result.model, out, extra={"metrics": report.test, "prune_config": cfg.to_dict(), "method": method.name})
     command = "mhaprune " + " ".join(shlex.quote(a) for a in getattr(args, "argv", ["prune"]))
-    card = model_card(result.model.arch_name, report.to_dict(), command, run_metadata())
+    card = model_card(result.model.arch_name, report_dict, command, meta)
     atomic_write_text(out / "README.md", card)
     if not args.keep_checkpoints:  # the run is complete: resume checkpoints are dead weight (tens of MB)
         for stage in ("search", "finetune"):
             (out / stage / CHECKPOINT).unlink(missing_ok=True)
-    print_report(report.to_dict())
+    print_report(report_dict)
     print(f"saved {out}")
     return 0

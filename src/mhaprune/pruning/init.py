@@ -83,29 +83,27 @@ def linear_attention_difference(
     return D
 
 
-def _main_output(out) -> torch.Tensor:
-    """The module's output tensor: itself, or the first tensor of a tuple / ``ModelOutput`` (Hugging Face layers)."""
+def _first_tensor(out) -> torch.Tensor:
+    """The module's output tensor: itself, or the first tensor of a tuple / ``ModelOutput`` (Hugging Face layers), in
+    its own dtype (no copy)."""
     if torch.is_tensor(out):
-        return out.double()
+        return out
     values = out.values() if isinstance(out, dict) else out
     for v in values:
         if torch.is_tensor(v):
-            return v.double()
+            return v
     raise TypeError(f"cannot find an output tensor in {type(out).__name__} for the output-difference init")
+
+
+def _main_output(out) -> torch.Tensor:
+    """:func:`_first_tensor` in float64 (what the init's output changes are measured in)."""
+    return _first_tensor(out).double()
 
 
 def _output_change(out: torch.Tensor, base: torch.Tensor, metric: str) -> float:
     if metric == "fro":
         return float(torch.linalg.norm((out - base).reshape(-1)))
     return float(F.kl_div(F.log_softmax(out, -1), F.log_softmax(base, -1), log_target=True, reduction="batchmean"))
-
-
-def _first_tensor(out) -> torch.Tensor:
-    """Like :func:`_main_output`, in the output's own dtype (no copy)."""
-    if torch.is_tensor(out):
-        return out
-    values = out.values() if isinstance(out, dict) else out
-    return next(v for v in values if torch.is_tensor(v))
 
 
 def _changes(stacked: torch.Tensor, base: torch.Tensor, metric: str) -> torch.Tensor:
@@ -165,8 +163,7 @@ def _tail_module(module, args, kwargs, linear):
     finally:
         for h in hooks:
             h.remove()
-    main = out if torch.is_tensor(out) else next((v for v in (out.values() if isinstance(out, dict) else out)
-                                                   if torch.is_tensor(v)), None)  # fmt: skip
+    main = _first_tensor(out)
     best = (module, args, kwargs)
     for m in ancestors:  # outermost first: keep the innermost that still returns the module's output
         got = calls.get(id(m))
