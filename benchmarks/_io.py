@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import csv
+import importlib
+import sys
 from pathlib import Path
 
 import torch
 
 from mhaprune.train import TrainConfig
+
+
+def require(*modules: str, extra: str = "bench") -> None:
+    """Stop with exit 2 and the install line, before any work, when an optional package a benchmark needs is
+    missing (the benchmarks' packages are the ``bench`` extra)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            print(
+                f"error: this benchmark needs {module}, which is not installed: pip install 'mhaprune[{extra}]'",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
 
 
 def write_csv(path: Path, rows: list[dict], first: tuple[str, ...]) -> None:

@@ -45,7 +45,7 @@ from mhaprune.pruning import PruneConfig
 from mhaprune.train import ClassificationLoss, DistillationLoss, Trainer, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import finish_figure, first_n, recipe, write_csv
+from ._io import finish_figure, first_n, recipe, require, write_csv
 from .torch_pruning_baseline import tp_prune_to
 
 # every registered method (mhaprune.methods), plus Torch-Pruning behind its optional dependency
@@ -179,6 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int)
     p.add_argument("--out", default="benchmarks/results/accuracy")
     args = p.parse_args(argv)
+    require("matplotlib")  # the plots
     if args.threads:
         torch.set_num_threads(args.threads)
     budgets = args.budgets or ([0.5, 0.25] if args.quick else [0.7, 0.5, 0.35, 0.25])

@@ -33,7 +33,7 @@ from mhaprune.pipeline import measure_latency
 from mhaprune.pruning import PruneConfig, Pruner
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import finish_figure, write_csv
+from ._io import finish_figure, require, write_csv
 from .torch_pruning_baseline import tp_prune_to
 
 MICRO = ["flatten_swin_micro", "deit_micro"]
@@ -175,6 +175,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-tp", action="store_true", help="skip the Torch-Pruning models")
     p.add_argument("--out", default="benchmarks/results/speed", help="results folder")
     args = p.parse_args(argv)
+    require("matplotlib", *(() if args.no_onnx else ("onnx", "onnxruntime")))
     if args.threads:
         torch.set_num_threads(args.threads)
     models = args.models or (MICRO if args.quick else MICRO + FULL)

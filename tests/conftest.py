@@ -27,17 +27,21 @@ def unfuse(model):
 
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
-    """A small ImageFolder tree of 28×28 grayscale PNGs: 4 classes with a learnable pattern."""
+    """A small ImageFolder tree of 28×28 grayscale PNGs: 10 classes (as many as the bundled models' heads) of 16
+    images, each class a bright block at its own place on a 3×3 grid (class 9: a bright bar)."""
     import numpy as np
     from PIL import Image
 
     root = tmp_path_factory.mktemp("imgs")
     rng = np.random.default_rng(0)
-    for c in range(4):
+    for c in range(10):
         (root / f"class{c}").mkdir()
-        for i in range(40):
+        for i in range(16):
             img = rng.integers(0, 60, (28, 28)).astype(np.uint8)
-            img[(c // 2) * 14 : (c // 2) * 14 + 14, (c % 2) * 14 : (c % 2) * 14 + 14] += 150
+            if c < 9:
+                img[(c // 3) * 9 : (c // 3) * 9 + 9, (c % 3) * 9 : (c % 3) * 9 + 9] += 150
+            else:
+                img[12:16, :] += 150
             Image.fromarray(img, mode="L").save(root / f"class{c}" / f"{i}.png")
     return root
 

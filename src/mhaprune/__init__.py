@@ -13,6 +13,7 @@ Example:
 from ._version import __version__  # noqa: E402
 from .cost import MacsReport, count_macs  # noqa: E402
 from .export import load_model, load_pruned, save_model, save_pruned  # noqa: E402
+from .interop import replace_head  # noqa: E402
 from .methods import list_methods, register_method  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 from .pipeline import PruneReport, PruneResult, prune  # noqa: E402
@@ -36,6 +37,7 @@ __all__ = [
     "load_pruned",
     "prune",
     "register_method",
+    "replace_head",
     "save_model",
     "save_pruned",
 ]

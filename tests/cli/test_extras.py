@@ -37,3 +37,17 @@ def test_timm_without_timm_exits_2_with_the_install_line(tmp_path, monkeypatch, 
     assert main(argv) == 2
     assert "pip install 'mhaprune[timm]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("bench", ["accuracy", "speed"])
+def test_benchmarks_without_matplotlib_exit_2_with_the_install_line(tmp_path, monkeypatch, capsys, bench):
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{bench}")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(SystemExit) as e:
+        module.main(["--out", str(tmp_path / "res")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "pip install 'mhaprune[bench]'" in err and "matplotlib" in err
+    assert not (tmp_path / "res").exists()  # stopped before any work

@@ -35,7 +35,7 @@ def test_prune_cli_end_to_end_on_an_image_folder(tmp_path, image_folder, capsys)
     assert "MACs" in printed and "speedup" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["pruned"]["macs"] <= report["target_macs"] <= 0.6 * report["dense"]["macs"] + 1
-    for name in ("config.json", "model.safetensors", "plan.json", "resolved_config.json", "report.json"):
+    for name in ("config.json", "model.safetensors", "resolved_config.json", "report.json"):
         assert (out / name).exists()
     assert main(["macs", "--checkpoint", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["macs"] == report["pruned"]["macs"]

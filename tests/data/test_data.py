@@ -90,11 +90,11 @@ def test_transform_pads_normalises_and_adapts_channels():
 
 def test_image_folder_and_splits(image_folder):
     ds = load_image_folder(image_folder)
-    assert len(ds) == 160 and ds.classes == ("class0", "class1", "class2", "class3")
+    assert len(ds) == 160 and ds.classes == tuple(f"class{c}" for c in range(10))
     splits = build_data(str(image_folder), (1, 28, 28))
     assert len(splits.train) + len(splits.val) == 160 and splits.test is None
     x, y = splits.train[0]
-    assert x.shape == (1, 28, 28) and 0 <= y < 4
+    assert x.shape == (1, 28, 28) and 0 <= y < 10
 
 
 def test_empty_image_folder_is_a_clear_error(tmp_path):

@@ -156,3 +156,18 @@ def test_pruner_takes_a_plain_hf_model_once_adapted(tmp_path):
     pruned = pruner.convert()
     mhaprune.save_pruned(pruned, tmp_path / "p")
     assert torch.equal(out(mhaprune.load_pruned(tmp_path / "p"), inputs), out(pruned, inputs))
+
+
+def test_save_pretrained_of_an_adapted_or_pruned_model_fails_clearly(tmp_path):
+    from mhaprune.pruning import l1_plan
+
+    model = from_hf_model(vision_model("vit"))
+    with pytest.raises(ExternalModelError, match="adapted by mhaprune.*mhaprune.save_pruned"):
+        model.save_pretrained(tmp_path / "dense")
+    pruned = mhaprune.apply_plan(copy.deepcopy(model), l1_plan(model, model.input_size, 0.7))
+    with pytest.raises(ExternalModelError, match="is pruned: save_pretrained"):
+        pruned.save_pretrained(tmp_path / "pruned")
+    assert not (tmp_path / "dense").exists() and not (tmp_path / "pruned").exists()
+    mhaprune.save_pruned(pruned, tmp_path / "ok")  # the way that round-trips
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(out(mhaprune.load_pruned(tmp_path / "ok"), x), out(pruned, x))

@@ -51,7 +51,9 @@ def test_every_core_method_gives_a_folder_that_reloads_with_identical_outputs(tm
         assert torch.equal(model(x), again(x))
     assert mhaprune.count_macs(model).total == report.pruned.macs
     # what the run saved is the model it measured: the plan replays to the same MACs
-    assert mhaprune.pruning.Plan.load(out / "plan.json").pruned_macs == report.pruned.macs
+    config = json.loads((out / "config.json").read_text())
+    assert mhaprune.Plan.from_dict(config["plan"]).pruned_macs == report.pruned.macs
+    assert not (out / "plan.json").exists()  # the plan is stored once, in config.json
 
 
 def test_one_shot_methods_fine_tune_only_when_asked(tmp_path, image_folder):
@@ -63,7 +65,7 @@ def test_one_shot_methods_fine_tune_only_when_asked(tmp_path, image_folder):
 def test_a_method_registered_in_one_file_runs_through_the_cli(tmp_path, image_folder, capsys):
     assert "toy-first" in list_methods()
     out = _prune(tmp_path, image_folder, "toy-first")
-    plan = json.loads((out / "plan.json").read_text())
+    plan = json.loads((out / "config.json").read_text())["plan"]
     for layer in plan["layers"].values():  # the toy's rule: the first channels of every head
         for keep in layer["keep"].values():
             assert all(k == list(range(len(k))) for k in keep)
@@ -144,7 +146,7 @@ def test_the_run_folder_explains_itself_and_drops_its_checkpoints(tmp_path, imag
     report = json.loads((out / "report.json").read_text())
     assert "method `ours`" in card and "--method ours" in card and "mhaprune.load_pruned" in card
     assert f"{report['pruned']['params']:,}" in card and "latency, batch 2" in card
-    for name in ("config.json", "model.safetensors", "plan.json", "report.json", "resolved_config.json"):
+    for name in ("config.json", "model.safetensors", "report.json", "resolved_config.json"):
         assert f"`{name}`" in card
         mask = os.umask(0)
         os.umask(mask)

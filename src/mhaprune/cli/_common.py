@@ -126,12 +126,29 @@ def add_data_args(parser, default: str | None = None) -> None:
     d.add_argument("--data", default=default, metavar="fashion-mnist|PATH", help="dataset or image-folder tree")
     d.add_argument("--data-dir", metavar="DIR", help="folder with the Fashion-MNIST IDX files")
     d.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help="convert the images to 1 (grayscale, ITU-R 601 luma) or 3 (RGB) channels; must be what the model "
+        "takes (default: converted to the model's channels automatically)",
+    )
+    d.add_argument(
         "--fit",
         choices=("pad", "resize", "none"),
         help="bring images to the model's input size: pad smaller ones (Fashion-MNIST default), resize (image "
         "folders' default), or none (refuse other sizes)",
     )
     return d
+
+
+def add_threads_arg(group) -> None:
+    group.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: the free cores, i.e. the cores minus the load average; OMP_NUM_THREADS "
+        "when set)",
+    )
 
 
 def load_model_arg(model: str | None, checkpoint: str | None, pretrained: bool = False, model_args=None):
@@ -148,11 +165,29 @@ def load_model_arg(model: str | None, checkpoint: str | None, pretrained: bool =
     return create_model(model, pretrained=pretrained, **(model_args or {}))
 
 
-def check_classes(model, classes) -> None:
-    """The model's head must cover every class of the dataset."""
+def check_classes(model, classes, fix: str) -> None:
+    """The model's head must output exactly one score per class of the dataset; ``fix`` says what to do if not."""
     n = getattr(model, "num_classes", None)
-    if n is not None and len(classes) > n:
-        raise UserError(
-            f"the dataset has {len(classes)} classes but the model outputs {n}; build it with "
-            f"--model-arg num_classes={len(classes)}"
-        )
+    if n is not None and n != len(classes):
+        raise UserError(f"the dataset has {len(classes)} classes but the model's head outputs {n}; {fix}")
+
+
+def new_head_hint(source: str, classes) -> str:
+    """How to bring a trained model to the dataset's classes: a fresh head, fine-tuned (``mhaprune train``)."""
+    return (
+        f"fine-tune it on these classes first (a fresh head): mhaprune train {source} --num-classes {len(classes)} "
+        f"--data DATA --out DIR, then use DIR"
+    )
+
+
+def set_threads(n: int | None) -> int:
+    """Apply ``--threads`` (validated), or the default of :func:`mhaprune.utils.default_threads`; returns it."""
+    import torch
+
+    from ..utils import default_threads
+
+    if n is not None and n < 1:
+        raise UserError(f"--threads must be >= 1, got {n}")
+    n = n or default_threads()
+    torch.set_num_threads(n)
+    return n

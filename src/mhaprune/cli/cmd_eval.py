@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ._common import add_data_args
+from ._common import add_data_args, add_threads_arg
 
 
 def add_parser(sub):
@@ -16,7 +16,7 @@ def add_parser(sub):
     d.add_argument("--split", default="test", choices=("test", "val", "train"))
     p.add_argument("--batch-size", type=int, default=256, metavar="N")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    add_threads_arg(p)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -25,17 +25,16 @@ def add_parser(sub):
 def run(args) -> int:
     from ..data import build_data
     from ..train import evaluate
-    from ._common import UserError, load_model_arg, pick_device
+    from ._common import UserError, check_classes, load_model_arg, new_head_hint, pick_device, set_threads
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     model = load_model_arg(args.model, args.checkpoint, pretrained=True)
     device = pick_device(args.device)
-    splits = build_data(args.data, model.input_size, args.data_dir, augment=False, fit=args.fit)
+    splits = build_data(
+        args.data, model.input_size, args.data_dir, augment=False, fit=args.fit, channels=args.channels
+    )
+    source = f"--checkpoint {args.checkpoint}" if args.checkpoint else f"--model {args.model} --pretrained"
+    check_classes(model, splits.classes, new_head_hint(source, splits.classes))
     ds = {"test": splits.test, "val": splits.val, "train": splits.train}[args.split]
     if ds is None:
         raise UserError(f"{args.data} has no {args.split} split")

@@ -3,6 +3,8 @@ Runtime."""
 
 from __future__ import annotations
 
+from ._common import add_threads_arg
+
 
 def add_parser(sub):
     from ..export import DEFAULT_OPSET
@@ -16,6 +18,7 @@ def add_parser(sub):
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed (default 1e-4)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    add_threads_arg(p)
     p.set_defaults(func=run)
 
 
@@ -23,7 +26,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..export import export_onnx
-    from ._common import UserError, load_model_arg
+    from ._common import UserError, load_model_arg, set_threads
+
+    set_threads(args.threads)
 
     out = Path(args.onnx)
     if out.suffix != ".onnx":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from ._common import add_threads_arg
+
 
 def add_parser(sub):
     p = sub.add_parser("macs", help="count parameters and MACs (analytic, exact) of a model or model folder")
@@ -12,6 +14,7 @@ def add_parser(sub):
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument (repeatable)")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="default: the model's own")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_threads_arg(p)
     p.set_defaults(func=run)
 
 
@@ -24,7 +27,9 @@ def _fmt(n: float) -> str:
 
 def run(args) -> int:
     from ..cost import count_macs
-    from ._common import UserError, load_model_arg, parse_model_args
+    from ._common import UserError, load_model_arg, parse_model_args, set_threads
+
+    set_threads(args.threads)
 
     model_args = parse_model_args(args.model_arg)
     if args.input_size and args.model:  # rebuild the registered model at that size

@@ -169,6 +169,15 @@ def _load_model(opts: dict, name: str | None, model_args: dict):
     return model
 
 
+def _source_flags(opts: dict, name: str | None) -> str:
+    """The flags that name the model being pruned, as a user would type them for ``mhaprune train``."""
+    if opts["checkpoint"]:
+        return f"--checkpoint {opts['checkpoint']}"
+    if name:
+        return f"--model {name}" + ("" if opts["random_init"] else " --pretrained")
+    return "--checkpoint DIR (the model saved as a folder)"
+
+
 def _model_name(opts: dict) -> str | None:
     """The registered model to prune (``None`` for --checkpoint / --timm / --hf), after checking the sources."""
     from ..models import model_info, pretrained_models
@@ -223,8 +232,6 @@ def _stage_configs(opts: dict, recipe, n_train: int, device: str, progress: bool
 
 
 def run(args) -> int:
-    import torch
-
     from ..data import build_data
     from ..export import model_card, save_pruned
     from ..methods import get_method, method_config
@@ -236,10 +243,12 @@ def run(args) -> int:
         UserError,
         check_classes,
         load_yaml_config,
+        new_head_hint,
         parse_model_args,
         pick_device,
         prepare_out_dir,
         resolve,
+        set_threads,
     )
 
     t0 = time.time()
@@ -249,8 +258,7 @@ def run(args) -> int:
         raise UserError("prune takes --search-epochs and --finetune-epochs, not --epochs")
     if opts["max_steps"] is not None:
         raise UserError("prune takes --search-max-steps and --finetune-max-steps (one per stage), not --max-steps")
-    if opts["threads"]:
-        torch.set_num_threads(opts["threads"])
+    set_threads(opts["threads"])
     cfg = _prune_config(opts)  # validates the method options before any work
     recipe = _recipe(opts)  # ... and the method's name
     method = get_method(recipe.method)
@@ -272,9 +280,10 @@ def run(args) -> int:
     ModelCost(model, model.input_size).resolve_target(cfg.target_macs, cfg.groups(), cfg.min_per_head)
     device = pick_device(opts["device"])
     splits = build_data(
-        opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"], fit=opts["fit"]
-    )
-    check_classes(model, splits.classes)
+        opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"], fit=opts["fit"],
+        channels=opts["channels"],
+    )  # fmt: skip
+    check_classes(model, splits.classes, new_head_hint(_source_flags(opts, name), splits.classes))
     search, finetune = _stage_configs(opts, recipe, len(splits.train), device, not args.no_progress)
     if args.resume:  # a checkpoint that cannot be used stops here, before anything is written
         for stage in ("search", "finetune"):
@@ -303,7 +312,6 @@ def run(args) -> int:
     )
     report = result.report
     report.wall_s = round(time.time() - t0, 1)  # the whole command, data loading included
-    result.plan.save(out / "plan.json")
     report_dict = report.to_dict()
     atomic_write_json(out / "report.json", report_dict)
     save_pruned(result.model, out, extra={"metrics": report.test, "prune_config": cfg.to_dict(), "method": method.name})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .datasets import (
     FASHION_MNIST_DIR,
     ImageTensorDataset,
@@ -12,7 +14,7 @@ from .datasets import (
     train_val_split,
 )
 from .idx import DatasetError, read_idx, write_idx
-from .transforms import FASHION_MNIST_MEAN, FASHION_MNIST_STD, ImageTransform, TransformedDataset
+from .transforms import FASHION_MNIST_MEAN, FASHION_MNIST_STD, LUMA, ImageTransform, TransformedDataset
 
 
 @dataclass
@@ -31,11 +33,14 @@ def build_data(
     split_seed: int = 0,
     augment: bool = True,
     fit: str | None = None,
+    channels: int | None = None,
 ) -> DataSplits:
     """Build train / validation / test views for ``data`` (``"fashion-mnist"`` or an image-folder path).
 
     Fashion-MNIST: 55,000 train, 5,000 validation (fixed, seeded), 10,000 test. A folder holding ``train/`` (and
     optionally ``val/`` and ``test/``) uses them; a plain class-folder tree is split like the training set.
+    Images are converted to the model's channels; ``channels`` (1 or 3) states that conversion and checks it
+    (:class:`ImageTransform`).
     """
     if data == "fashion-mnist":
         train_full, test = load_fashion_mnist("train", data_dir), load_fashion_mnist("test", data_dir)
@@ -50,13 +55,15 @@ def build_data(
         test = load_image_folder(root / "test") if (root / "test").is_dir() else None
         val_base = load_image_folder(root / "val") if (root / "val").is_dir() else None
         imgs = train_full.images.float() / 255
+        if imgs.shape[1] == 3 and input_size[0] == 1:  # the statistics of what the model sees: luma
+            imgs = torch.tensordot(imgs, torch.tensor(LUMA), dims=([1], [0])).unsqueeze(1)
         mean = tuple(imgs.mean(dim=(0, 2, 3)).tolist())
         std = tuple(imgs.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
         fit = fit or "resize"
     if len(train_full) == 0:
         raise DatasetError(f"dataset {data!r} is empty")
-    t_train = ImageTransform(input_size, mean, std, fit, augment=augment)
-    t_eval = ImageTransform(input_size, mean, std, fit, augment=False)
+    t_train = ImageTransform(input_size, mean, std, fit, augment=augment, channels=channels)
+    t_eval = ImageTransform(input_size, mean, std, fit, augment=False, channels=channels)
     if val_base is not None:
         train = TransformedDataset(train_full, t_train)
         val = TransformedDataset(val_base, t_eval)

@@ -59,11 +59,10 @@ def model_card(architecture: str, report: dict, command: str, versions: dict | N
             "",
             "## Files",
             "",
-            "- `config.json`: the architecture, its arguments, the pruning plan, the method's options and the format "
-            "version (what `load_pruned` reads);",
+            "- `config.json`: the architecture, its arguments, the pruning plan (the kept channels per layer and "
+            "head; `mhaprune.Plan.from_dict(config[\"plan\"])` for `mhaprune.apply_plan` on a fresh dense model), "
+            "the method's options and the format version (what `load_pruned` reads);",
             "- `model.safetensors`: the pruned weights (no pickle);",
-            "- `plan.json`: the plan alone (kept channels per layer and head), for `mhaprune.apply_plan` on a fresh "
-            "dense model;",
             "- `report.json`: every figure of the run (MACs, accuracies, timings, latency);",
             "- `resolved_config.json`: every option the run used, with versions and the git hash;",
             "- `search/`, `finetune/`: each stage's `metrics.jsonl` and `run.json`; their resume checkpoints "

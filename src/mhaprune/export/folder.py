@@ -24,7 +24,8 @@ __all__ = ["CheckpointError", "build_base", "load_model", "load_pruned", "read_c
 
 def save_model(model: nn.Module, out_dir: str | Path, extra: dict | None = None) -> Path:
     """Write ``model`` (built by :func:`mhaprune.create_model` or adapted by :mod:`mhaprune.interop`) as a folder;
-    returns the folder. ``extra`` entries (e.g. ``plan``, ``metrics``) are merged into ``config.json``."""
+    returns the folder. ``extra`` entries (e.g. ``metrics``) are merged into ``config.json``; a pruned model's plan
+    (``model.pruning_plan``) is stored with it, so the folder reloads whichever of the two saved it."""
     arch = getattr(model, "arch_name", None)
     if arch is None:
         raise CheckpointError(
@@ -37,6 +38,9 @@ def save_model(model: nn.Module, out_dir: str | Path, extra: dict | None = None)
         **getattr(model, "mhaprune_build", {}),
         **(extra or {}),
     }
+    plan = getattr(model, "pruning_plan", None)
+    if plan is not None and "plan" not in config:
+        config["plan"] = plan.to_dict()
     return fmt.write_folder(model, out_dir, config)
 
 

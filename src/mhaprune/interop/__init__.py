@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import types
 from pathlib import Path
 
 import torch
@@ -193,6 +194,7 @@ def from_hf_model(model: nn.Module) -> nn.Module:
     """Adapt an in-memory Hugging Face model and record how to rebuild it (its class and config) for saving."""
     adapt(model)
     cfg = model.config
+    model.save_pretrained = types.MethodType(_refuse_save_pretrained, model)
     model.arch_name = f"hf:{type(model).__name__}"
     model.model_args = {}
     model.mhaprune_build = {"hf_config": cfg.to_dict()}
@@ -205,6 +207,18 @@ def from_hf_model(model: nn.Module) -> nn.Module:
     else:
         model.input_size = None
     return model
+
+
+def _refuse_save_pretrained(self, *args, **kwargs):
+    """``save_pretrained`` of an adapted model would not round-trip: our attention modules hold fused ``qkv``
+    weights that ``from_pretrained`` does not read (it re-initialises them, with a warning only), and a pruned model
+    has per-layer widths a Hugging Face config cannot state."""
+    what = "pruned" if getattr(self, "pruning_plan", None) is not None else "adapted by mhaprune (fused q/k/v)"
+    raise ExternalModelError(
+        f"this {type(self).__name__} is {what}: save_pretrained() would write weights that from_pretrained() cannot "
+        f"load back (it would re-initialise them). Save it with mhaprune.save_pruned(model, DIR) (or save_model for "
+        f"a dense one) and load it with mhaprune.load_pruned(DIR); for deployment, export ONNX (mhaprune export)"
+    )
 
 
 def from_hf(path: str | Path, random_init: bool = False, model_class: str | None = None) -> nn.Module:
@@ -250,6 +264,51 @@ def build_from_config(cfg: dict) -> nn.Module:
     raise ExternalModelError(f"unknown model source {library!r} in architecture {arch!r}")
 
 
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Give ``model`` a fresh, untrained classifier head of ``num_classes`` outputs, in place (and return it).
+
+    For a trained or pruned model and a dataset with other classes: what comes out must be fine-tuned (``mhaprune
+    train --checkpoint DIR --num-classes N``). Works on our models (``head``), adapted timm models
+    (``reset_classifier``) and Hugging Face ``*ForImageClassification`` / ``*ForSequenceClassification`` models
+    (``classifier``, and ``config.num_labels``); the recorded builder arguments follow, so the saved folder
+    reloads with the new head. Pruning does not touch the head, so a pruned model keeps its plan."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    arch = getattr(model, "arch_name", "") or ""
+    if arch.startswith("hf:"):
+        old = getattr(model, "classifier", None)
+        if not isinstance(old, nn.Linear):
+            raise ExternalModelError(f"{arch} has no linear classifier head (model.classifier) to replace")
+        model.classifier = _fresh_linear(old, num_classes)
+        model.config.num_labels = num_classes  # also rebuilds id2label / label2id
+        model.num_labels = num_classes
+        model.mhaprune_build = {**getattr(model, "mhaprune_build", {}), "hf_config": model.config.to_dict()}
+    elif arch.startswith("timm:"):
+        ref = model.get_classifier()
+        model.reset_classifier(num_classes)
+        new = model.get_classifier()
+        if isinstance(ref, nn.Linear) and isinstance(new, nn.Linear):
+            new.to(device=ref.weight.device, dtype=ref.weight.dtype)
+        model.model_args = {**getattr(model, "model_args", {}), "num_classes": num_classes}
+    else:
+        old = getattr(model, "head", None)
+        if not isinstance(old, nn.Linear):
+            raise ValueError(f"{arch or type(model).__name__} has no linear classifier head (model.head) to replace")
+        model.head = _fresh_linear(old, num_classes)
+        nn.init.trunc_normal_(model.head.weight, std=0.02)  # our models' head initialisation
+        nn.init.zeros_(model.head.bias)
+        model.model_args = {**getattr(model, "model_args", {}), "num_classes": num_classes}
+    model.num_classes = num_classes
+    _logger.info("replaced the classifier head of %s by a fresh one with %d outputs", arch or "the model", num_classes)
+    return model
+
+
+def _fresh_linear(old: nn.Linear, out_features: int) -> nn.Linear:
+    return nn.Linear(old.in_features, out_features, bias=old.bias is not None).to(
+        device=old.weight.device, dtype=old.weight.dtype
+    )
+
+
 def is_external(arch: str) -> bool:
     return arch.startswith(("timm:", "hf:"))
 
@@ -268,4 +327,5 @@ __all__ = [
     "from_hf_model",
     "from_timm",
     "is_external",
+    "replace_head",
 ]

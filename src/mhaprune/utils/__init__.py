@@ -3,13 +3,16 @@
 from .io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 from .meta import run_metadata
 from .seed import configure_deterministic_mode, seed_all
+from .threads import available_cores, default_threads
 
 __all__ = [
     "atomic_torch_save",
+    "available_cores",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "configure_deterministic_mode",
+    "default_threads",
     "run_metadata",
     "seed_all",
 ]
