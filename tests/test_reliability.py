@@ -149,7 +149,39 @@ def _setup_plan_edit(fn):
     return lambda d: _edit_config(_pruned_folder(d), fn)
 
 
+def _tiny_encoder(d: Path, tokenizer: bool) -> Path:
+    from tests.conftest import tiny_text_encoder
+
+    return tiny_text_encoder(d, tokenizer=tokenizer)
+
+
+def _text_files(d: Path) -> Path:
+    d.mkdir(parents=True)
+    (d / "empty.txt").write_text("\n  \n")
+    (d / "latin1.txt").write_bytes("caf\xe9 au lait\nna\xefve\n".encode("latin-1"))
+    (d / "items.csv").write_text("id,text\n1,hello there\n2,general kenobi\n")
+    return d
+
+
+def _encoder_folder(d: Path) -> Path:
+    """A mhaprune folder of a dense text encoder that records no source model."""
+    from mhaprune.interop import from_hf
+    from tests.conftest import tiny_text_encoder
+
+    tiny_text_encoder(d.parent / "hf")
+    save_model(from_hf(d.parent / "hf"), d)
+    from mhaprune.data.text import copy_tokenizer
+
+    copy_tokenizer(d.parent / "hf", d)
+    return d
+
+
 SETUPS = {
+    "text-empty": _text_files,
+    "text-not-utf8": _text_files,
+    "text-csv-column": _text_files,
+    "text-no-tokenizer": lambda d: _tiny_encoder(d, tokenizer=False),
+    "eval-text-reference": _encoder_folder,
     "ckpt-incomplete": lambda d: (_model_folder(d) / "model.safetensors").unlink() or d,
     "ckpt-other-arch": _setup_ckpt_other_arch,
     "ckpt-unknown-arch": lambda d: _edit_config(
@@ -195,12 +227,13 @@ def _snapshot(path: Path | None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory, image_folder):
+def shared(tmp_path_factory, image_folder, text_encoder):
     root = tmp_path_factory.mktemp("shared")
     return {
         "$IMAGES": str(image_folder),
         "$MODEL": str(_model_folder(root / "model")),
         "$PRUNED": str(_pruned_folder(root / "pruned")),
+        "$TEXT": str(text_encoder),
     }
 
 

@@ -21,7 +21,18 @@ from .interop import adapt_if_foreign
 from .methods import MethodContext, get_method, method_config
 from .methods.ours import PruningCallback  # noqa: F401  (re-exported: the search callback for your own loops)
 from .pruning import ConfigError, ModelCost, Plan, PruneConfig
-from .train import ClassificationLoss, DistillationLoss, TrainConfig, Trainer, evaluate
+from .train import (
+    Objective,
+    TrainConfig,
+    Trainer,
+    collate_of,
+    compare_encoders,
+    evaluate,
+    get_objective,
+    make_objective,
+    to_device,
+)
+from .train.objectives import POOLINGS
 
 _logger = logging.getLogger(__name__)
 
@@ -47,6 +58,14 @@ class PruneRecipe:
         eval_splits: what is evaluated: ``full`` (validation right after pruning and at the end, dense and pruned on
             test), ``val`` (validation only), ``none`` (nothing; a quick prune).
         eval_limit: evaluate on the first this many items of each split (default all).
+        objective: what the stages minimise: classification (labels + KD; images' default), logits (distil the
+            teacher's logits, no labels) or features (distil the pooled embedding and hidden states, no labels; text
+            encoders' default).
+        pooling: the features objective's pooled embedding: auto (mean over the tokens under the attention mask for
+            text, the class token for images), mean or cls.
+        feature_layers: hidden states the features objective matches, as indices into the Hugging Face model's
+            hidden_states (comma-separated; -1 = the last layer, 0 = the embeddings), or none.
+        hidden_weight: weight of the hidden-state term of the features objective.
     """
 
     method: str = field(default="ours", metadata={"metavar": "NAME"})
@@ -59,6 +78,10 @@ class PruneRecipe:
     latency_batch: int = field(default=32, metadata={"metavar": "N"})
     eval_splits: str = field(default="full", metadata={"choices": EVAL_SPLITS})
     eval_limit: int | None = field(default=None, metadata={"metavar": "N"})
+    objective: str | None = field(default=None, metadata={"metavar": "NAME"})
+    pooling: str = field(default="auto", metadata={"choices": POOLINGS})
+    feature_layers: str = field(default="-1", metadata={"metavar": "I,J"})
+    hidden_weight: float = field(default=1.0, metadata={"metavar": "W"})
 
     def __post_init__(self):
         if self.eval_splits not in EVAL_SPLITS:
@@ -76,6 +99,32 @@ class PruneRecipe:
         if self.calib_size < 1:
             raise ConfigError(f"calib_size must be >= 1, got {self.calib_size}")
         get_method(self.method)  # an unknown name fails here, before any work
+        if self.objective is not None:
+            get_objective(self.objective)
+        self.layers()
+        if self.hidden_weight < 0:
+            raise ConfigError(f"hidden_weight must be >= 0, got {self.hidden_weight}")
+
+    def layers(self) -> tuple[int, ...]:
+        """:attr:`feature_layers` as indices (``()`` for ``none``)."""
+        text = str(self.feature_layers).strip().lower()
+        if text in ("none", ""):
+            return ()
+        try:
+            return tuple(int(t) for t in text.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"feature_layers must be comma-separated layer indices (e.g. -1 or -2,-1) or none, got "
+                f"{self.feature_layers!r}"
+            ) from None
+
+    def objective_for(self, text: bool) -> str:
+        """The objective name: the recipe's, else ``features`` for text encoders and ``classification`` for images."""
+        return self.objective or ("features" if text else "classification")
+
+    def objective_options(self) -> dict:
+        """The options of the recipe's objective (what :func:`mhaprune.prune` takes as ``objective_options``)."""
+        return {"layers": self.layers(), "pooling": self.pooling, "hidden_weight": self.hidden_weight}
 
     def finetune_budget(self) -> float:
         """The fine-tune epochs this recipe means for its method."""
@@ -93,11 +142,18 @@ def calibration_batch(dataset, n: int, seed: int = 0) -> torch.Tensor:
     return labelled_calibration(dataset, n, seed)[0]
 
 
-def labelled_calibration(dataset, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``n`` samples and their labels drawn (seeded) from ``dataset``; labels ``None`` when the items have none."""
+def labelled_calibration(dataset, n: int, seed: int = 0):
+    """``n`` samples and their labels drawn (seeded) from ``dataset``; labels ``None`` when the items have none.
+
+    A dataset with a ``collate`` method (text) gives a dict of tensors padded to its ``max_length``, so that the
+    cost model counts MACs at that sequence length."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(dataset), generator=g)[: min(n, len(dataset))]
     items = [dataset[int(i)] for i in idx]
+    collate = collate_of(dataset)
+    if collate is not None:
+        x, y = collate(items, pad_to=getattr(collate.__self__, "max_length", None))
+        return x, (y if bool((y >= 0).all()) else None)
     x = torch.stack([it[0] for it in items])
     labelled = all(len(it) > 1 and it[1] is not None for it in items)
     return x, (torch.tensor([int(it[1]) for it in items]) if labelled else None)
@@ -119,9 +175,13 @@ class LatencySpec:
 def measure_latency(
     model: nn.Module, input_size, batch: int = 32, repeats: int = 10, warmup: int = 3, device: str = "cpu"
 ) -> float:
-    """Median seconds per forward of a ``batch`` (eager, fp32)."""
+    """Median seconds per forward of a ``batch`` (eager, fp32): of random images of ``input_size`` ``(C, H, W)``,
+    or of example inputs (a dict of tensors, e.g. a text batch), whose rows are repeated to ``batch``."""
     model = model.eval().to(device)
-    x = torch.randn(batch, *input_size, device=device)
+    if isinstance(input_size, dict):
+        x = {k: _repeat_rows(v, batch).to(device) for k, v in input_size.items()}
+    else:
+        x = torch.randn(batch, *input_size, device=device)
     for _ in range(warmup):
         call_model(model, x)
     times = []
@@ -134,6 +194,11 @@ def measure_latency(
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
+
+
+def _repeat_rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    reps = -(-n // len(t))
+    return t.repeat(reps, *([1] * (t.ndim - 1)))[:n]
 
 
 @dataclass
@@ -182,6 +247,7 @@ class PruneReport:
     dense: CostSummary
     pruned: CostSummary
     target_macs: int
+    objective: str = "classification"
     calibrate_s: float = 0.0
     search_s: float = 0.0
     search_steps: int = 0
@@ -234,11 +300,16 @@ def _summary(model: nn.Module, input_size) -> CostSummary:
     return CostSummary(r.total, r.params, r.by_kind)
 
 
-def objective(recipe: TrainConfig, teacher: nn.Module | None, kd_alpha: float) -> nn.Module:
-    """The training objective: cross-entropy with the recipe's label smoothing, plus distillation from ``teacher``
-    with weight ``kd_alpha`` (none when 0 or no teacher)."""
-    base = ClassificationLoss(recipe.label_smoothing)
-    return DistillationLoss(base, teacher, alpha=kd_alpha) if teacher is not None and kd_alpha > 0 else base
+def _objectives(objective, options: dict, teacher: nn.Module, kd_alpha: float):
+    """``stage(recipe) -> Objective`` for the search and the fine-tune (the recipe gives the label smoothing)."""
+    if isinstance(objective, Objective):
+        return lambda recipe: objective
+
+    def stage(recipe: TrainConfig | None) -> Objective:
+        smoothing = recipe.label_smoothing if recipe is not None else 0.0
+        return make_objective(objective, teacher, kd_alpha=kd_alpha, label_smoothing=smoothing, **options)
+
+    return stage
 
 
 def prune(
@@ -260,6 +331,8 @@ def prune(
     latency: LatencySpec | None = None,
     eval_splits: str = "full",
     eval_limit: int | None = None,
+    objective: str | Objective = "classification",
+    objective_options: dict | None = None,
 ) -> PruneResult:
     """Prune ``model`` (in place) with a registered ``method`` and fine-tune it with distillation from the dense
     model.
@@ -283,6 +356,11 @@ def prune(
         eval_splits: ``full`` (validation after pruning and at the end; dense and pruned on test), ``val``
             (validation only) or ``none``.
         eval_limit: evaluate on the first this many items of each split (``None``: all).
+        objective: what the search, the one-shot importance and the fine-tune minimise: ``classification``
+            (labels + KD), ``logits`` or ``features`` (no labels; see :mod:`mhaprune.train.objectives`), or an
+            :class:`~mhaprune.train.Objective`. Label-free objectives are evaluated with the encoder metrics
+            (cosine retention and neighbour agreement against the dense model) instead of accuracy.
+        objective_options: options of a named objective (e.g. ``{"layers": (-1,), "pooling": "mean"}``).
 
     Returns:
         the pruned plain model, its plan and a :class:`PruneReport`.
@@ -309,20 +387,34 @@ def prune(
     model = adapt_if_foreign(model)  # timm / Hugging Face models: adapted by the caller of Pruner, i.e. here
     device = (search or finetune or TrainConfig()).device
     out = Path(out_dir) if out_dir is not None else None
-    input_size = tuple(model.input_size)
+    x_probe, _ = labelled_calibration(train_set, 1, cfg.seed)
+    # images: the model's (C, H, W); text: one calibration row, padded to the data's max_length (MACs at that length)
+    input_size = tuple(model.input_size) if getattr(model, "input_size", None) else x_probe
     dense_cost = _summary(model, input_size)
     dense = copy.deepcopy(model).eval()
     teacher = teacher if teacher is not None else dense
     x, y = labelled_calibration(train_set, calib_size, cfg.seed)
+    x = to_device(x, device)
+    obj_name = objective.name if isinstance(objective, Objective) else objective
+    needs_labels = objective.needs_labels if isinstance(objective, Objective) else get_objective(objective).needs_labels
+    if needs_labels and y is None:
+        raise ValueError(
+            f"objective {obj_name} needs labels and the training data has none; use a label-free objective "
+            f"(logits, or features for encoders)"
+        )
     if info.needs_labels and y is None:
         raise ValueError(f"method {method} needs labelled calibration data; the training set has no labels")
+    stage_objective = _objectives(objective, dict(objective_options or {}), teacher, kd_alpha)
+    calib_objective = stage_objective(search)
+    calib_objective.check(model, x)  # an objective the model cannot serve fails here, before any work
     ctx = MethodContext(
         cfg=cfg,
-        calib=x.to(device),
+        calib=x,
         calib_targets=y.to(device) if y is not None else None,
         train_set=train_set,
         search=search if info.trains else None,
-        search_loss=objective(search, teacher, kd_alpha) if info.trains and search is not None else None,
+        search_loss=stage_objective(search) if info.trains and search is not None else None,
+        objective=calib_objective,
         dense=dense,
         out_dir=out,
         resume=resume,
@@ -338,6 +430,7 @@ def prune(
         pruned=dense_cost,
         target_macs=result.plan.target_macs
         or ModelCost(dense, input_size).resolve_target(cfg.target_macs, cfg.groups(), cfg.min_per_head),
+        objective=obj_name,
         calibrate_s=m_info.pop("calibrate_s", 0.0),
         search_s=m_info.pop("search_s", 0.0),
         search_steps=m_info.pop("search_steps", 0),
@@ -345,21 +438,27 @@ def prune(
         rescale=m_info.pop("rescale", None),
         method_info=m_info,
     )
+    tune_objective = stage_objective(finetune) if finetune is not None and finetune.runs else None
     pruned = _finetune_and_evaluate(result.model, teacher, report, train_set, val_set, test_set, finetune, out,
-                                    resume, kd_alpha, device)  # fmt: skip
+                                    resume, tune_objective, device, input_size)  # fmt: skip
     if latency is not None:
-        report.latency = compare_latency(dense, pruned, input_size, latency)
+        report.latency = compare_latency(dense, pruned, input_size if not isinstance(x, dict) else x, latency)
     report.wall_s = round(time.time() - t_start, 1)
     return PruneResult(pruned, result.plan, report)
 
 
-def _finetune_and_evaluate(pruned, teacher, report, train_set, val_set, test_set, finetune, out, resume, kd_alpha,
-                           device):  # fmt: skip
-    """Evaluate right after pruning, fine-tune with distillation, then evaluate on validation and test."""
-    input_size = tuple(pruned.input_size)
+def _finetune_and_evaluate(pruned, teacher, report, train_set, val_set, test_set, finetune, out, resume, objective,
+                           device, input_size):  # fmt: skip
+    """Evaluate right after pruning, fine-tune with the objective, then evaluate on validation and test: accuracy
+    for classification, the encoder metrics against the dense model for the label-free objectives."""
     progress = finetune.progress if finetune is not None else False
+    encoder = report.objective != "classification"
 
     def score(model, dataset, desc):
+        if encoder:
+            if model is teacher:
+                return {"cosine": 1.0, "neighbours": 1.0, "count": len(dataset)}
+            return compare_encoders(teacher, model, dataset, device=device, progress=progress)
         return evaluate(model, dataset, device=device, progress=progress, desc=desc)
 
     report.after_prune = score(pruned, val_set, "eval val (pruned)") if val_set is not None else {}
@@ -367,8 +466,7 @@ def _finetune_and_evaluate(pruned, teacher, report, train_set, val_set, test_set
     tuned = finetune is not None and finetune.runs
     if tuned:
         stage = out / "finetune" if out else None
-        trainer = Trainer(pruned, train_set, val_set, finetune, out_dir=stage,
-                          loss=objective(finetune, teacher, kd_alpha))  # fmt: skip
+        trainer = Trainer(pruned, train_set, None if encoder else val_set, finetune, out_dir=stage, loss=objective)
         can_resume = resume and stage is not None and (stage / "checkpoint.pt").exists()
         trainer.fit(resume=stage if can_resume else None)
         report.finetune_steps = trainer.step

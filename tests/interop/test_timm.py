@@ -93,3 +93,24 @@ def test_pruner_takes_a_plain_timm_model_once_adapted(tmp_path):
     assert count_macs(pruned, x).total <= 0.7 * count_macs(from_timm(name, **kw), x).total + 1
     with pytest.raises(CheckpointError, match="from_timm"):  # timm models do not record their build arguments
         save_pruned(pruned, tmp_path / "p")
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_timm_head_replaced_for_other_classes_keeps_the_plan_and_reloads(kind, tmp_path):
+    import mhaprune
+
+    name, kw = MODELS[kind]
+    model = from_timm(name, **kw).eval()
+    x = torch.randn(2, *model.input_size)
+    with torch.no_grad():
+        feats = model.forward_head(model.forward_features(x), pre_logits=True)
+    pruned = mhaprune.apply_plan(model, mhaprune.pruning.l1_plan(model, model.input_size, 0.7))
+    mhaprune.replace_head(pruned, 3)
+    assert pruned.num_classes == 3 and pruned.model_args["num_classes"] == 3
+    with torch.no_grad():
+        assert pruned(x).shape == (2, 3)
+        assert pruned.forward_head(pruned.forward_features(x), pre_logits=True).shape == feats.shape
+    mhaprune.save_pruned(pruned, tmp_path / "m")
+    again = load_pruned(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(again(x), pruned(x))

@@ -136,17 +136,17 @@ def test_a_tail_that_does_not_broadcast_takes_batched_masking():
     assert n_fast <= 10 and len(calls) - n_fast == 32 + 1  # batched: a few calls; one by one: base + 32 channels
 
 
-def test_bert_layers_take_the_batched_tail_with_the_scores_of_masking():
+def test_bert_layers_take_the_closed_form_paths_with_the_scores_of_masking(caplog):
     """BERT's MLP (``BertLayer``: output.dense, then dropout, residual and LayerNorm) and V (``proj`` then the
-    post-LayerNorm) are not affine in their channels: the batched tail gives the scores of masking one by one; its
-    softmax Q/K go through batched masking, with the same scores."""
+    post-LayerNorm) are not affine in their channels: the closed-form LayerNorm tail gives the scores of masking one
+    by one; its softmax Q/K, computed head by head through the same closed form, too."""
     transformers = pytest.importorskip("transformers")
     from mhaprune.interop import from_hf_model
 
     torch.manual_seed(0)
     cfg = transformers.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                   intermediate_size=48, max_position_embeddings=16)  # fmt: skip
-    model = from_hf_model(transformers.BertModel(cfg).eval())
+    model = from_hf_model(transformers.BertModel(cfg).eval()).double()  # the one-by-one reference without float32 noise
     ids = torch.randint(1, 60, (6, 12))
     inputs = {"input_ids": ids, "attention_mask": (torch.rand(6, 12) > 0.2).long()}
     pruner = Pruner(model, PruneConfig(target_macs=0.7, attn_init=False), inputs)
@@ -160,12 +160,44 @@ def test_bert_layers_take_the_batched_tail_with_the_scores_of_masking():
                 continue
             linear, source = lc.adapter.output_linear(lc.module, g), lc.adapter.input_linear(lc.module, g)
             calls, h = _counting(lc.module)
-            fast = output_difference(lc.module, args, st, "fro", kw, linear, source=source)
+            caplog.clear()
+            with caplog.at_level("DEBUG", logger="mhaprune.pruning.init"):
+                fast = output_difference(lc.module, args, st, "fro", kw, linear, source=source)
+            assert "closed-form" in caplog.text, caplog.text  # not the batched tail or batched masking
             n_fast = len(calls)
             slow = output_difference(lc.module, args, st, "fro", kw, None, batched=False)
             h.remove()
             assert n_fast < st.heads * st.width  # not one call per channel
             torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5 * float(slow.max()))
             checked += 1
-    assert checked == 3  # Q/K (batched masking, qkv computed once) and V of the attention, the layer's MLP
+    assert checked == 3  # Q/K and V of the attention, the layer's MLP
 
+
+
+@pytest.mark.parametrize("arch", ["deit_micro", "flatten_swin_micro"])
+def test_softmax_qk_head_by_head_gives_the_scores_of_masking(arch, caplog):
+    """Plain softmax attention (output = ``proj``; windows with a relative position bias and the shift mask): the
+    head-by-head Q/K path gives the scores of masking one channel at a time."""
+    import mhaprune
+
+    torch.manual_seed(0)
+    model = mhaprune.create_model(arch, **({"depth": 1} if arch == "deit_micro" else {})).double().eval()
+    x = torch.randn(4, *model.input_size, dtype=torch.float64)
+    pruner = Pruner(model, PruneConfig(target_macs=0.7, attn_init=False), x)
+    pruner.prepare()
+    grabbed = pruner.layer_inputs()
+    checked = 0
+    for lc in pruner.cost.layers:
+        if "qk" not in pruner.states[lc.path] or lc.adapter.init_strategy(lc.module, "qk") != "output_difference":
+            continue
+        st = pruner.states[lc.path]["qk"]
+        args, kw = grabbed[lc.path]
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="mhaprune.pruning.init"):
+            source = lc.adapter.input_linear(lc.module, "qk")
+            fast = output_difference(lc.module, args, st, "fro", kw, None, source=source)
+        assert "head by head" in caplog.text
+        slow = output_difference(lc.module, args, st, "fro", kw, None, batched=False)
+        torch.testing.assert_close(fast, slow, rtol=1e-6, atol=1e-9 * float(slow.max()))
+        checked += 1
+    assert checked >= 1

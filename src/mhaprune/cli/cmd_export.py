@@ -40,5 +40,9 @@ def run(args) -> int:
     model = load_model_arg(args.model, args.checkpoint, pretrained=True)
     r = export_onnx(model, out, opset=args.opset, check=not args.no_check, tolerance=args.tolerance)
     check = f"; ONNX Runtime max abs diff {r['max_abs_diff']:.2e}" if "max_abs_diff" in r else ""
-    print(f"saved {out} (opset {r['opset']}, dynamic batch, input 'input' {tuple(model.input_size)}){check}")
+    if r["inputs"] == ["input"]:
+        shape = f"dynamic batch, input 'input' {tuple(model.input_size)}"
+    else:
+        shape = "dynamic batch and sequence, inputs 'input_ids', 'attention_mask'"
+    print(f"saved {out} (opset {r['opset']}, {shape}){check}")
     return 0

@@ -57,6 +57,9 @@ def add_parser(sub):
         help="allow a model without trained weights (for latency/shape studies)",
     )
     add_data_args(p)
+    from ..data import TextDataConfig
+
+    add_config_args(p.add_argument_group("text (a Hugging Face text encoder: --hf DIR)"), TextDataConfig)
     b = p.add_argument_group("method, budget and stages")
     add_config_args(b, PruneRecipe)
     add_config_args(b, PruneConfig, only=("target_macs",))
@@ -80,6 +83,7 @@ _PER_STAGE = ("epochs", "max_steps")
 
 def prune_defaults() -> dict:
     """What every prune flag means when neither it nor the recipe file sets it (from the config dataclasses)."""
+    from ..data import TextDataConfig
     from ..pipeline import PRUNE_TRAIN, PruneRecipe
     from ..pruning import PruneConfig
     from ._options import config_defaults
@@ -95,6 +99,7 @@ def prune_defaults() -> dict:
         "pretrained_file": None,
         **config_defaults(PruneRecipe),
         **config_defaults(PruneConfig),
+        **config_defaults(TextDataConfig),
     }
 
 
@@ -132,9 +137,13 @@ def print_report(report: dict) -> None:
     )
     for kind, v in d["macs_by_kind"].items():
         print(f"  {kind:<12}{_fmt(v):>16}{_fmt(p['macs_by_kind'].get(kind, 0)):>16}")
-    if "test" in report:
-        td, tp = report["test"]["dense"]["top1"], report["test"]["pruned"]["top1"]
+    test = report.get("test", {}).get("pruned", {})
+    if "top1" in test:
+        td, tp = report["test"]["dense"]["top1"], test["top1"]
         print(f"{'top-1 (test)':<14}{td:>15.2f}%{tp:>15.2f}%  ({tp - td:+.2f} pp)")
+    elif "cosine" in test:
+        print(f"{'cosine (test)':<14}{1:>16.3f}{test['cosine']:>16.3f}  (pooled embedding vs the dense model)")
+        print(f"{'top-' + str(test['k']) + ' nbrs':<14}{1:>16.3f}{test['neighbours']:>16.3f}  (neighbour agreement)")
     if "latency" in report:
         lat = report["latency"]
         print(
@@ -167,6 +176,40 @@ def _load_model(opts: dict, name: str | None, model_args: dict):
             f"model it came from with a lower --target-macs instead"
         )
     return model
+
+
+def _text_splits(opts: dict, model, objective: str):
+    """Train / validation / test splits of the ``--text-file`` items, tokenized by the model folder's tokenizer."""
+    from ..data import build_text_data, load_tokenizer
+    from ._common import UserError
+
+    if not opts["text_file"]:
+        raise UserError(
+            f"{model.arch_name} is a text encoder: pass --text-file SRC (a text / CSV / JSONL file, a fortunes-style "
+            f"folder, or fortunes)"
+        )
+    if objective == "classification":
+        raise UserError(
+            "--objective classification needs labels and text items carry none; use --objective features (the "
+            "pooled embedding and hidden states) or logits"
+        )
+    tokenizer = load_tokenizer(opts["hf"] or opts["checkpoint"])
+    return build_text_data(
+        opts["text_file"], tokenizer, opts["max_length"], opts["holdout"], opts["holdout"], 0,
+        opts["text_column"], getattr(model.config, "max_position_embeddings", None),
+    )  # fmt: skip
+
+
+def _check_objective(model, train_set, objective: str, recipe) -> None:
+    """The model can give what the objective needs (one forward of two training items), before anything is written."""
+    import copy
+
+    from ..pipeline import labelled_calibration
+    from ..train import make_objective
+
+    x, _ = labelled_calibration(train_set, 2, 0)
+    teacher = copy.deepcopy(model) if objective != "classification" else None
+    make_objective(objective, teacher, **recipe.objective_options()).check(model, x)
 
 
 def _source_flags(opts: dict, name: str | None) -> str:
@@ -233,6 +276,7 @@ def _stage_configs(opts: dict, recipe, n_train: int, device: str, progress: bool
 
 def run(args) -> int:
     from ..data import build_data
+    from ..data.text import copy_tokenizer
     from ..export import model_card, save_pruned
     from ..methods import get_method, method_config
     from ..pipeline import LatencySpec, prune
@@ -275,15 +319,22 @@ def run(args) -> int:
     prepare_out_dir(out_arg, args.overwrite, args.resume, markers, create=False)
     seed_all(opts["seed"])
     model = _load_model(opts, name, parse_model_args(args.model_arg))
-    if getattr(model, "input_size", None) is None:
-        raise UserError(f"{model.arch_name} takes no images; prune text models through the Python API")
-    ModelCost(model, model.input_size).resolve_target(cfg.target_macs, cfg.groups(), cfg.min_per_head)
+    text = getattr(model, "input_size", None) is None
+    objective = recipe.objective_for(text)
     device = pick_device(opts["device"])
-    splits = build_data(
-        opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"], fit=opts["fit"],
-        channels=opts["channels"],
-    )  # fmt: skip
-    check_classes(model, splits.classes, new_head_hint(_source_flags(opts, name), splits.classes))
+    if text:
+        splits = _text_splits(opts, model, objective)
+    else:
+        if opts["text_file"]:
+            raise UserError(f"--text-file goes with a text encoder (--hf DIR); {model.arch_name} takes images")
+        ModelCost(model, model.input_size).resolve_target(cfg.target_macs, cfg.groups(), cfg.min_per_head)
+        splits = build_data(
+            opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"], fit=opts["fit"],
+            channels=opts["channels"],
+        )  # fmt: skip
+        if objective == "classification":
+            check_classes(model, splits.classes, new_head_hint(_source_flags(opts, name), splits.classes))
+    _check_objective(model, splits.train, objective, recipe)
     search, finetune = _stage_configs(opts, recipe, len(splits.train), device, not args.no_progress)
     if args.resume:  # a checkpoint that cannot be used stops here, before anything is written
         for stage in ("search", "finetune"):
@@ -309,14 +360,23 @@ def run(args) -> int:
         latency=LatencySpec(batch=recipe.latency_batch, device=device) if recipe.latency_batch else None,
         eval_splits=recipe.eval_splits,
         eval_limit=recipe.eval_limit,
+        objective=objective,
+        objective_options=recipe.objective_options(),
     )
     report = result.report
     report.wall_s = round(time.time() - t0, 1)  # the whole command, data loading included
     report_dict = report.to_dict()
     atomic_write_json(out / "report.json", report_dict)
-    save_pruned(result.model, out, extra={"metrics": report.test, "prune_config": cfg.to_dict(), "method": method.name})
+    extra = {"metrics": report.test, "prune_config": cfg.to_dict(), "method": method.name, "objective": objective}
+    if text:  # where the dense model is, for `mhaprune eval` of the encoder metrics
+        extra["source_model"] = str(Path(opts["hf"] or opts["checkpoint"]).resolve())
+        extra["max_length"] = opts["max_length"]
+    save_pruned(result.model, out, extra=extra)
+    if text:
+        copy_tokenizer(opts["hf"] or opts["checkpoint"], out)  # the folder tokenizes its own inputs
     command = "mhaprune " + " ".join(shlex.quote(a) for a in getattr(args, "argv", ["prune"]))
-    card = model_card(result.model.arch_name, report_dict, command, meta)
+    source = next((f"{k} {opts[k]}" for k in ("hf", "timm", "checkpoint") if opts[k]), name)
+    card = model_card(result.model.arch_name, report_dict, command, meta, source=source)
     atomic_write_text(out / "README.md", card)
     if not args.keep_checkpoints:  # the run is complete: resume checkpoints are dead weight (tens of MB)
         for stage in ("search", "finetune"):

@@ -14,6 +14,7 @@ from .datasets import (
     train_val_split,
 )
 from .idx import DatasetError, read_idx, write_idx
+from .text import TextDataConfig, TextDataset, build_text_data, load_tokenizer, read_fortunes, read_texts
 from .transforms import FASHION_MNIST_MEAN, FASHION_MNIST_STD, LUMA, ImageTransform, TransformedDataset
 
 
@@ -82,6 +83,12 @@ __all__ = [
     "DatasetError",
     "ImageTensorDataset",
     "ImageTransform",
+    "TextDataConfig",
+    "TextDataset",
+    "build_text_data",
+    "load_tokenizer",
+    "read_fortunes",
+    "read_texts",
     "TransformedDataset",
     "build_data",
     "load_fashion_mnist",

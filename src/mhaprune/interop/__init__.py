@@ -245,7 +245,15 @@ def from_hf(path: str | Path, random_init: bool = False, model_class: str | None
             f"untrained weights"
         )
     else:
-        model = cls.from_pretrained(str(path), local_files_only=True)
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # our commands show their own progress (and none off a TTY)
+        try:
+            model = cls.from_pretrained(str(path), local_files_only=True)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
     return from_hf_model(model.eval())
 
 

@@ -42,6 +42,8 @@ class MethodContext:
         train_set: the training data (for methods that train during their search).
         search: the recipe of the search stage, or ``None`` (no search steps).
         search_loss: the objective of the search (task loss with distillation from the dense model).
+        objective: the run's objective at the calibration stage (``objective(model, inputs, target) -> loss``; an
+            :class:`~mhaprune.train.Objective`), for importance scores; ``None`` where the caller gave none.
         dense: a frozen copy of the dense model (a teacher and a reference for output rescaling).
         out_dir: the method's own folder for checkpoints (``None``: keep nothing).
         resume: continue from the checkpoints in ``out_dir``.
@@ -53,6 +55,7 @@ class MethodContext:
     train_set: Any = None
     search: Any = None
     search_loss: nn.Module | None = None
+    objective: nn.Module | None = None
     dense: nn.Module | None = None
     out_dir: Path | None = None
     resume: bool = False

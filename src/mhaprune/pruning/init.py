@@ -108,11 +108,11 @@ def _output_change(out: torch.Tensor, base: torch.Tensor, metric: str) -> float:
 
 def _changes(stacked: torch.Tensor, base: torch.Tensor, metric: str) -> torch.Tensor:
     """:func:`_output_change` of every ``stacked[k]`` against ``base`` (float64 results). The Frobenius norm of the
-    difference is taken in the outputs' dtype with float64 accumulation (the difference of two close floats is
-    exact), without a float64 copy of the stack."""
+    difference is taken in the outputs' dtype (the difference of two close floats is exact; torch's cascaded
+    summation keeps the float32 norm within ~1e-6 relative), without a float64 copy of the stack."""
     if metric == "fro":
         diff = (stacked.contiguous() - base.to(stacked.dtype)).flatten(1)
-        return torch.linalg.vector_norm(diff, dim=1, dtype=torch.float64)
+        return torch.linalg.vector_norm(diff, dim=1).double()
     return torch.tensor([_output_change(s.double(), base, metric) for s in stacked], dtype=torch.float64)
 
 
@@ -208,6 +208,157 @@ def _tail_output_difference(
             return None
         D[idx.cpu()] = _changes(out, base, metric).cpu()
     return D.reshape(state.heads, state.width)
+
+
+def _norm_after(module, args, kwargs, state, linear: torch.nn.Linear):
+    """``(LayerNorm, its input u with every channel kept)`` when the module's output is ``LayerNorm(z + r)`` with
+    ``z`` the output of ``linear`` and ``r`` independent of the group (checked on the forwards with every channel
+    kept and removed: the norm's input changes exactly as ``z`` does); ``(None, None)`` when the module returns
+    ``z`` itself; ``None`` otherwise."""
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.LayerNorm) and m.normalized_shape[-1:] == (
+        linear.out_features,)]  # fmt: skip
+    seen: list = []
+    zs: list = []
+    hooks = [n.register_forward_hook(lambda mod, a, out: seen.append((mod, a[0].detach(), out))) for n in norms]
+    hooks.append(linear.register_forward_hook(lambda mod, a, out: zs.append(out.detach())))
+    try:
+        state.frozen_mask.fill_(1.0)
+        out = _first_tensor(module(*args, **kwargs))
+        half, zhalf = len(seen), len(zs)
+        state.frozen_mask.fill_(0.0)
+        module(*args, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+        state.frozen_mask.fill_(1.0)
+    if len(zs) != 2 or zhalf != 1:
+        return None
+    if out.shape == zs[0].shape and torch.equal(out.detach(), zs[0]) and not torch.equal(zs[0], zs[1]):
+        return None, None  # the module returns the Linear's output
+    last = [(m, u) for m, u, o in seen[:half] if o is out]
+    if len(seen) != 2 * half or len(last) != 1:
+        return None
+    ln, u = last[0]
+    u0 = next(a for m, a, _ in seen[half:] if m is ln)
+    dz, du = (zs[1] - zs[0]).double(), (u0 - u).double()
+    # float rounding of z + r is relative to u; the result is checked against direct masking anyway
+    if du.shape != dz.shape or float((du - dz).norm()) > 1e-4 * float(dz.norm()) + 1e-5 * float(u.double().norm()):
+        return None  # the norm's input does not change with the group as z does
+    return ln, u
+
+
+class _NormStats:
+    """Per-token statistics of a LayerNorm's input ``u`` for the exact change of its output when ``u`` moves by
+    ``Δ``: with ``ū`` the centred input, ``σ`` its deviation (with ``eps``) and ``Δ̄`` the centred change, the new
+    variance is ``var + 2 ū·Δ̄ / n + ‖Δ̄‖² / n`` and ``‖γ ⊙ (ū (1/σ' − 1/σ) + Δ̄ / σ')‖²`` needs only ``Σ γ² ū²``,
+    ``ū·Δ̄``, ``Σ γ² ū Δ̄``, ``‖Δ̄‖²`` and ``Σ γ² Δ̄²``."""
+
+    def __init__(self, ln: torch.nn.LayerNorm | None, u: torch.Tensor | None, n: int):
+        self.n, self.ln = n, ln
+        self.g = (ln.weight.detach().double() ** 2 if ln is not None and ln.weight is not None
+                  else torch.ones(n, dtype=torch.float64))  # fmt: skip
+        if ln is not None:
+            uc = u.double().reshape(-1, n)
+            self.uc = uc - uc.mean(-1, keepdim=True)
+            self.var = (self.uc**2).mean(-1)
+            self.sig = (self.var + ln.eps).sqrt()
+            self.guu = (self.uc**2 * self.g).sum(-1)
+
+    def change2(self, ud, gud, dd, gdd):
+        """Squared norm of each token's output change from ``ū·Δ̄``, ``Σ γ² ū Δ̄``, ``‖Δ̄‖²``, ``Σ γ² Δ̄²`` (shape
+        ``(..., T)``); without a norm, ``‖Δ‖²``."""
+        if self.ln is None:
+            return dd
+        sig_new = (self.var + 2 * ud / self.n + dd / self.n + self.ln.eps).clamp_min(1e-30).sqrt()
+        k1, k2 = 1 / sig_new - 1 / self.sig, 1 / sig_new
+        return (k1**2 * self.guu + 2 * k1 * k2 * gud + k2**2 * gdd).clamp_min(0)
+
+
+def _layernorm_tail_difference(module, args, kwargs, state, linear: torch.nn.Linear, io) -> torch.Tensor | None:
+    """``D`` of every channel, in closed form, when the module's output is ``LayerNorm(z + r)`` (``z`` the consuming
+    Linear's output, ``r`` independent of the group), as after BERT's ``output.dense``: masking channel ``c`` moves
+    the norm's input at token ``t`` by ``a_tc · w_c`` (``a_tc`` the change of the Linear's input column ``c``,
+    ``w_c = W[:, c]``), so the sums :class:`_NormStats` needs come from two matmuls over the tokens and every
+    channel's exact ``D_c² = Σ_t ‖Δ_t‖²`` follows without a forward per channel. ``None`` where the output is not
+    such a LayerNorm."""
+    (x, _), (x0, _) = io
+    found = _norm_after(module, args, kwargs, state, linear)
+    if found is None or found[0] is None:
+        return None
+    st = _NormStats(*found, linear.out_features)
+    w = linear.weight.detach().double()
+    wc = w - w.mean(0, keepdim=True)  # (n, C) centred columns
+    a = (x0 - x).double().reshape(-1, w.shape[1])  # (T, C)
+    ud, gud = a * (st.uc @ wc), a * ((st.uc * st.g) @ wc)
+    dd, gdd = a**2 * (wc**2).sum(0), a**2 * (st.g[:, None] * wc**2).sum(0)
+    D = st.change2(ud.T, gud.T, dd.T, gdd.T).sum(-1).sqrt()
+    return D.reshape(state.heads, state.width)
+
+
+def _softmax_qk_difference(module, args, kwargs, state, budget: float = 4e7) -> torch.Tensor | None:
+    """``D`` of every Q/K channel of a softmax attention module, head by head: masking channel ``c`` of head ``h``
+    removes the rank-one term ``scale · q_c k_cᵀ`` from that head's logits only, so the change of its attention
+    output ``Δa = (softmax(logits − scale q_c k_cᵀ) − P) v`` is computed for many channels at once without running
+    the other heads, the output projection or the norm: the module's output moves by ``W_o[:, h] Δa`` (through the
+    V gate's multipliers), whose norm — directly, or through a ``LayerNorm(z + r)`` after the projection, exactly
+    (:class:`_NormStats`) — needs only ``d_v``-sized products per token. ``None`` for other modules (those whose
+    Q/K group is not gated at ``q_gate`` / ``k_gate`` around ``_attend``, or with another output path)."""
+    needed = ("_attend", "_heads", "q_gate", "k_gate", "v_gate", "proj", "scale", "num_heads")
+    if not all(hasattr(module, n) for n in needed) or getattr(module.q_gate, "group", None) is not state:
+        return None
+    cap: dict = {}
+    orig = module._attend
+
+    def spy(q, k, v, bias=None):
+        cap.update(q=q.detach(), k=k.detach(), v=v.detach(), bias=bias)
+        return orig(q, k, v, bias=bias)
+
+    found = _norm_after(module, args, kwargs, state, module.proj)
+    if found is None:
+        return None
+    module._attend = spy
+    try:
+        state.frozen_mask.fill_(1.0)
+        module(*args, **kwargs)
+    finally:
+        del module._attend
+    q = module._heads(module.q_gate(cap["q"])).double()  # (B, H, N, d): gated as the module gates them
+    k = module._heads(module.k_gate(cap["k"])).double()
+    v = module._heads(cap["v"]).double()
+    B, H, N, d = q.shape
+    logits = (q @ k.transpose(-1, -2)) * module.scale
+    if cap["bias"] is not None:
+        logits = logits + cap["bias"].double()
+    P = logits.softmax(-1)
+    dv = v.shape[-1]
+    mult_v = module.v_gate(torch.ones(1, H * dv, device=v.device, dtype=cap["v"].dtype)).double().reshape(H, dv)
+    W = module.proj.weight.detach().double()  # (n, H·dv)
+    n = W.shape[0]
+    st = _NormStats(*found, n)
+    Wc = W - W.mean(0, keepdim=True) if found[0] is not None else W
+    D = torch.zeros(H, d, dtype=torch.float64)
+    chunk = max(1, min(d, int(budget // max(1, B * N * N))))
+    for h in range(H):
+        Wh = Wc[:, h * dv : (h + 1) * dv] * mult_v[h]  # (n, dv)
+        G1, G2 = Wh.T @ Wh, Wh.T @ (st.g[:, None] * Wh)
+        if found[0] is not None:
+            pu = (st.uc @ Wh).reshape(B, N, dv)  # ū_t · (W_h Δa) = (W_hᵀ ū_t) · Δa
+            pgu = ((st.uc * st.g) @ Wh).reshape(B, N, dv)
+        for start in range(0, d, chunk):
+            idx = torch.arange(start, min(d, start + chunk), device=q.device)
+            term = torch.einsum("bnk,bmk->kbnm", q[:, h][..., idx], k[:, h][..., idx]) * module.scale
+            da = ((logits[:, h] - term).softmax(-1) - P[:, h]) @ v[:, h]  # (K, B, N, dv)
+            dd = torch.einsum("kbnd,de,kbne->kbn", da, G1, da)
+            gdd = torch.einsum("kbnd,de,kbne->kbn", da, G2, da)
+            if found[0] is not None:
+                ud, gud = (da * pu).sum(-1), (da * pgu).sum(-1)
+            else:
+                ud = gud = None
+            D[h, idx.cpu()] = st.change2(
+                None if ud is None else ud.flatten(1), None if gud is None else gud.flatten(1), dd.flatten(1),
+                gdd.flatten(1),
+            ).sum(-1).sqrt().cpu()  # fmt: skip
+    return D
 
 
 def _tile(value, batch: int, k: int):
@@ -323,6 +474,16 @@ def output_difference(
             base, D = _masked_output(module, args, kwargs, state, None), None
         if D is not None and _agrees(module, args, kwargs, state, base, metric, D, check_tol):
             return D
+        if linear is None and metric == "fro" and batched:
+            D = _softmax_qk_difference(module, args, kwargs, state)
+            if D is not None and _agrees(module, args, kwargs, state, base, metric, D, check_tol):
+                _logger.debug("%s: softmax Q/K channels head by head, closed-form output", type(module).__name__)
+                return D
+        if io is not None and metric == "fro" and batched:
+            D = _layernorm_tail_difference(module, args, kwargs, state, linear, io)
+            if D is not None and _agrees(module, args, kwargs, state, base, metric, D, check_tol):
+                _logger.debug("%s: a LayerNorm after the group's Linear; closed-form tail", type(module).__name__)
+                return D
         if io is not None:
             _logger.debug("%s: output not affine in the group's channels; batched tail", type(module).__name__)
             D = _tail_output_difference(module, args, kwargs, state, linear, base, metric, io)

@@ -52,15 +52,17 @@ def _count(inputs) -> int:
 def fisher_scores(
     model: nn.Module,
     inputs,
-    targets: torch.Tensor,
+    targets: torch.Tensor | None,
     groups=_ALL,
     loss_fn: Callable = F.cross_entropy,
+    sample_loss: Callable | None = None,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """``{path: {group: (h, d) Fisher importance}}`` of every prunable channel, from ``inputs`` / ``targets``
-    (a calibration batch; ``loss_fn(model output, targets)``). The model is left as it was (probe gates removed,
-    parameters' ``requires_grad`` restored)."""
-    if _count(inputs) != len(targets):
-        raise ValueError(f"{_count(inputs)} calibration inputs but {len(targets)} targets")
+    (a calibration batch; ``loss_fn(model output, targets)``), or from ``sample_loss(model, inputs of one sample,
+    its index)`` (a label-free objective; ``targets`` may then be ``None``). The model is left as it was (probe
+    gates removed, parameters' ``requires_grad`` restored)."""
+    if sample_loss is None and (targets is None or _count(inputs) != len(targets)):
+        raise ValueError(f"{_count(inputs)} calibration inputs but {0 if targets is None else len(targets)} targets")
     entries = prunable_modules(model)
     states: dict[str, dict[str, GroupState]] = {}
     dev = next(model.parameters()).device
@@ -85,8 +87,12 @@ def fisher_scores(
             for st in sts.values():
                 st.indicator.requires_grad_(True)
         model.eval()
-        for i in range(len(targets)):
-            loss = loss_fn(call_model(model, _take(inputs, i, i + 1)), targets[i : i + 1].to(dev))
+        for i in range(_count(inputs)):
+            x = _take(inputs, i, i + 1)
+            if sample_loss is not None:
+                loss = sample_loss(model, x, i)
+            else:
+                loss = loss_fn(call_model(model, x), targets[i : i + 1].to(dev))
             grads = torch.autograd.grad(loss, [st.indicator for s in states.values() for st in s.values()])
             it = iter(grads)
             for p, sts in states.items():
@@ -107,14 +113,15 @@ def fisher_plan(
     input_size,
     target,
     inputs,
-    targets: torch.Tensor,
+    targets: torch.Tensor | None,
     groups=_ALL,
     round_to: int = 1,
     min_per_head: int = 1,
     loss_fn: Callable = F.cross_entropy,
+    sample_loss: Callable | None = None,
 ) -> Plan:
     """The plan of steps 1–2: Fisher importance, then the greedy mask search under ``target`` MACs."""
-    scores = fisher_scores(model, inputs, targets, groups, loss_fn)
+    scores = fisher_scores(model, inputs, targets, groups, loss_fn, sample_loss)
     return scored_plan(
         model,
         input_size,
@@ -124,7 +131,7 @@ def fisher_plan(
         uniform=False,
         round_to=round_to,
         min_per_head=min_per_head,
-        meta={"method": "oneshot-fisher", "calibration_samples": len(targets)},
+        meta={"method": "oneshot-fisher", "calibration_samples": _count(inputs)},
     )
 
 
@@ -220,20 +227,21 @@ def oneshot_prune(
     model: nn.Module,
     target,
     inputs,
-    targets: torch.Tensor,
+    targets: torch.Tensor | None,
     input_size=None,
     groups=_ALL,
     round_to: int = 1,
     min_per_head: int = 1,
     rescale: bool = True,
     loss_fn: Callable = F.cross_entropy,
+    sample_loss: Callable | None = None,
 ) -> tuple[nn.Module, Plan, dict]:
     """Kwon-style one-shot pruning of a copy of ``model`` to ``target`` MACs from a labelled calibration batch.
 
     Returns ``(pruned model, plan, report)``; ``model`` is not modified. ``input_size`` defaults to the model's
     ``input_size`` attribute (or the shape of one calibration sample)."""
     size = input_size or getattr(model, "input_size", None) or _take(inputs, 0, 1)
-    plan = fisher_plan(model, size, target, inputs, targets, groups, round_to, min_per_head, loss_fn)
+    plan = fisher_plan(model, size, target, inputs, targets, groups, round_to, min_per_head, loss_fn, sample_loss)
     pruned = apply_plan(copy.deepcopy(model), plan)
     report = {"layers": rescale_outputs(pruned, model, inputs) if rescale else {}}
     return pruned, plan, report

@@ -37,7 +37,8 @@ from ..utils import (
 )
 from ..utils import distributed as du
 from ..utils.seed import rng_state, set_rng_state
-from .losses import ClassificationLoss, as_logits, mix_batch
+from .losses import ClassificationLoss, as_logits, call, mix_batch
+from .objectives import Objective
 
 _logger = logging.getLogger(__name__)
 
@@ -261,6 +262,23 @@ def _batches(n: int, global_batch: int, epoch: int, seed: int, rank: int, world:
     return [perm[b * global_batch + rank * local : b * global_batch + (rank + 1) * local].tolist() for b in range(nb)]
 
 
+def collate_of(dataset):
+    """The dataset's own ``collate`` (text: dynamic padding), also through ``torch.utils.data.Subset``; ``None``:
+    the default collation."""
+    while dataset is not None:
+        if hasattr(dataset, "collate"):
+            return dataset.collate
+        dataset = getattr(dataset, "dataset", None)
+    return None
+
+
+def to_device(x, device, non_blocking: bool = False):
+    """A tensor batch, or a dict of tensors (text inputs), on ``device``."""
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in x.items()}
+    return x.to(device, non_blocking=non_blocking)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, dataset, batch_size: int = 256, device: str = "cpu", progress: bool = False, desc: str = "eval"
@@ -271,11 +289,12 @@ def evaluate(
     model.eval()
     rank, world = du.rank(), (torch.distributed.get_world_size() if du.is_distributed() else 1)
     idx = list(range(rank, len(dataset), world))
-    loader = DataLoader(torch.utils.data.Subset(dataset, idx), batch_size=batch_size, shuffle=False)
+    loader = DataLoader(torch.utils.data.Subset(dataset, idx), batch_size=batch_size, shuffle=False,
+                        collate_fn=collate_of(dataset))  # fmt: skip
     stats = torch.zeros(4, dtype=torch.float64)  # correct1, correct5, loss_sum, count
     for x, y in tqdm(loader, desc=desc, disable=not (progress and sys.stderr.isatty()), leave=False):
-        x, y = x.to(device), y.to(device)
-        logits = as_logits(model(x)).float()
+        x, y = to_device(x, device), y.to(device)
+        logits = as_logits(call(model, x)).float()
         k = min(5, logits.shape[-1])
         topk = logits.topk(k, dim=-1).indices
         stats[0] += (topk[:, 0] == y).sum().item()
@@ -297,11 +316,12 @@ class Trainer:
 
     Args:
         model: the model; moved to ``cfg.device``. Wrapped in DDP when launched by torchrun.
-        train_set: a dataset of ``(image, label)``.
+        train_set: a dataset of ``(input, label)``; one with a ``collate`` method (text) batches through it.
         val_set: evaluated after every epoch (``None``: skip).
         cfg: the recipe.
         out_dir: run folder for checkpoints, ``metrics.jsonl`` and ``run.json`` (``None``: nothing written).
-        loss: a loss object ``loss(logits, target, inputs)``.
+        loss: an :class:`~mhaprune.train.objectives.Objective` (``loss(model, inputs, target)``), or a loss object
+            ``loss(logits, target, inputs)``.
         callbacks: :class:`Callback` objects.
         param_groups: optional ``fn(model) -> list of param groups`` (e.g. indicators with their own LR).
         num_classes: for mixup/cutmix targets.
@@ -448,6 +468,7 @@ class Trainer:
         return DataLoader(
             self.train_set,
             batch_sampler=batches[start_batch:],
+            collate_fn=collate_of(self.train_set),  # text: dynamic padding
             num_workers=self.cfg.num_workers,
             generator=torch.Generator().manual_seed(epoch),
         )
@@ -457,12 +478,15 @@ class Trainer:
         model = self.train_model
         model.train()
         self.loss.train()
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        x, y = to_device(x, self.device, True), y.to(self.device, non_blocking=True)
         target = y
-        if (cfg.mixup > 0 or cfg.cutmix > 0) and self.num_classes:
+        if (cfg.mixup > 0 or cfg.cutmix > 0) and self.num_classes and torch.is_tensor(x):
             x, target = mix_batch(x, y, self.num_classes, cfg.mixup, cfg.cutmix, cfg.label_smoothing)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
-            loss = self.loss(as_logits(model(x)), target, x)
+            if isinstance(self.loss, Objective):  # objectives run the model themselves
+                loss = self.loss(model, x, target)
+            else:
+                loss = self.loss(as_logits(call(model, x)), target, x)
             for cb in self.callbacks:
                 extra = cb.extra_loss(self)
                 if extra is not None:

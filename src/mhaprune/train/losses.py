@@ -7,6 +7,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def call(model: nn.Module, inputs, **kwargs):
+    """``model(**inputs)`` for keyword inputs (text encoders), ``model(inputs)`` otherwise."""
+    return model(**inputs, **kwargs) if isinstance(inputs, dict) else model(inputs, **kwargs)
+
+
 def as_logits(out) -> torch.Tensor:
     """Model output -> logits: a tensor as is, or the ``logits`` of a Hugging Face output object."""
     return out if torch.is_tensor(out) else out.logits
@@ -51,7 +56,7 @@ class DistillationLoss(nn.Module):
         if self.alpha == 0.0:
             return base
         with torch.no_grad():
-            t_logits = as_logits(self.teacher(inputs))
+            t_logits = as_logits(call(self.teacher, inputs))
         T = self.tau
         kd = F.kl_div(
             F.log_softmax(logits / T, dim=-1),
