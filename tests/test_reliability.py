@@ -149,6 +149,13 @@ def _setup_plan_edit(fn):
     return lambda d: _edit_config(_pruned_folder(d), fn)
 
 
+def _flat_images(d: Path) -> Path:
+    """Images directly in the folder, no class subfolders."""
+    _images(d.parent / "classes", 1, 12)
+    (d.parent / "classes" / "c00").rename(d)
+    return d
+
+
 def _tiny_encoder(d: Path, tokenizer: bool) -> Path:
     from tests.conftest import tiny_text_encoder
 
@@ -177,6 +184,7 @@ def _encoder_folder(d: Path) -> Path:
 
 
 SETUPS = {
+    "images-unlabeled": lambda d: _flat_images(d),
     "text-empty": _text_files,
     "text-not-utf8": _text_files,
     "text-csv-column": _text_files,

@@ -64,7 +64,8 @@ class PruneRecipe:
         pooling: the features objective's pooled embedding: auto (mean over the tokens under the attention mask for
             text, the class token for images), mean or cls.
         feature_layers: hidden states the features objective matches, as indices into the Hugging Face model's
-            hidden_states (comma-separated; -1 = the last layer, 0 = the embeddings), or none.
+            hidden_states (comma-separated; -1 = the last layer, 0 = the embeddings), none, or auto (the last layer
+            where the model gives hidden states, i.e. Hugging Face models; else the pooled embedding alone).
         hidden_weight: weight of the hidden-state term of the features objective.
     """
 
@@ -80,7 +81,7 @@ class PruneRecipe:
     eval_limit: int | None = field(default=None, metadata={"metavar": "N"})
     objective: str | None = field(default=None, metadata={"metavar": "NAME"})
     pooling: str = field(default="auto", metadata={"choices": POOLINGS})
-    feature_layers: str = field(default="-1", metadata={"metavar": "I,J"})
+    feature_layers: str = field(default="auto", metadata={"metavar": "I,J"})
     hidden_weight: float = field(default=1.0, metadata={"metavar": "W"})
 
     def __post_init__(self):
@@ -105,9 +106,11 @@ class PruneRecipe:
         if self.hidden_weight < 0:
             raise ConfigError(f"hidden_weight must be >= 0, got {self.hidden_weight}")
 
-    def layers(self) -> tuple[int, ...]:
-        """:attr:`feature_layers` as indices (``()`` for ``none``)."""
+    def layers(self) -> tuple[int, ...] | None:
+        """:attr:`feature_layers` as indices (``()`` for ``none``, ``None`` for ``auto``)."""
         text = str(self.feature_layers).strip().lower()
+        if text == "auto":
+            return None
         if text in ("none", ""):
             return ()
         try:
@@ -155,7 +158,7 @@ def labelled_calibration(dataset, n: int, seed: int = 0):
         x, y = collate(items, pad_to=getattr(collate.__self__, "max_length", None))
         return x, (y if bool((y >= 0).all()) else None)
     x = torch.stack([it[0] for it in items])
-    labelled = all(len(it) > 1 and it[1] is not None for it in items)
+    labelled = all(len(it) > 1 and it[1] is not None and int(it[1]) >= 0 for it in items)  # -1: no label
     return x, (torch.tensor([int(it[1]) for it in items]) if labelled else None)
 
 

@@ -123,3 +123,34 @@ def test_default_threads_leave_out_busy_cores(monkeypatch):
     assert default_threads(busy=5) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_threads(busy=1) == 3
+
+
+def _flat(root, n: int = 24):
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (28, 28)).astype(np.uint8), mode="L").save(root / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("objective", ["logits", "features"])
+def test_an_unlabeled_image_folder_prunes_by_distillation(tmp_path, objective, capsys):
+    data = _flat(tmp_path / "flat")
+    from mhaprune.data import load_image_folder
+
+    ds = load_image_folder(data)
+    assert ds.classes == () and (ds.labels == -1).all() and len(ds) == 24
+    # classification needs labels: a clear error, nothing written
+    assert main(["prune", "--model", "deit_micro", "--data", str(data), "--out", str(tmp_path / "no")]) == 2
+    assert "carry no labels" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    out = tmp_path / objective
+    argv = ["prune", "--model", "deit_micro", "--data", str(data), "--objective", objective, "--method", "ours",
+            "--target-macs", "0.6", "--search-epochs", "1", "--search-max-steps", "2", "--finetune-epochs", "1",
+            "--finetune-max-steps", "2", "--batch-size", "8", "--calib-size", "8", "--threads", "1", "--no-progress",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["objective"] == objective and report["search_steps"] == 2 and report["finetune_steps"] == 2
+    assert 0 < report["val"]["pruned"]["cosine"] <= 1 and "top1" not in report["val"]["pruned"]

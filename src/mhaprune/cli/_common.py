@@ -168,6 +168,11 @@ def load_model_arg(model: str | None, checkpoint: str | None, pretrained: bool =
 def check_classes(model, classes, fix: str) -> None:
     """The model's head must output exactly one score per class of the dataset; ``fix`` says what to do if not."""
     n = getattr(model, "num_classes", None)
+    if not classes:
+        raise UserError(
+            "the images carry no labels (a folder without class subfolders): sort them into ROOT/<class>/<image>, "
+            "or prune with a label-free objective (--objective logits or features: distillation from the dense model)"
+        )
     if n is not None and n != len(classes):
         raise UserError(f"the dataset has {len(classes)} classes but the model's head outputs {n}; {fix}")
 

@@ -32,6 +32,7 @@ FASHION_MNIST_CLASSES = (
     "Bag",
     "Ankle boot",
 )
+NO_LABEL = -1  # the label of an item that has none (unlabeled image folders, text)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -94,18 +95,21 @@ def load_fashion_mnist(split: str, root: str | Path | None = None) -> ImageTenso
 
 
 def load_image_folder(root: str | Path) -> ImageTensorDataset:
-    """Load ``root/<class>/<image>`` into memory (class order: sorted folder names). Images are kept as they are
-    (grayscale or RGB); :class:`ImageTransform` adapts size and channels."""
+    """Load ``root/<class>/<image>`` into memory (class order: sorted folder names), or a flat ``root/<image>``
+    folder as unlabeled images (label ``-1``, no classes: for the label-free objectives). Images are kept as they
+    are (grayscale or RGB); :class:`ImageTransform` adapts size and channels."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist; pass a directory laid out as ROOT/<class>/<image>")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    unlabeled = not classes and any(f.suffix.lower() in IMAGE_EXTENSIONS for f in root.iterdir())
+    folders = [root] if unlabeled else [root / c for c in classes]  # a flat folder: images without labels
     images, labels = [], []
     mode = None
-    for ci, c in enumerate(classes):
-        for f in sorted((root / c).iterdir()):
+    for ci, folder in enumerate(folders):
+        for f in sorted(folder.iterdir()):
             if f.suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
             try:
@@ -118,7 +122,7 @@ def load_image_folder(root: str | Path) -> ImageTensorDataset:
                 raise DatasetError(f"cannot read image {f}: {e}") from e
             t = torch.from_numpy(arr.copy())
             images.append(t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1))
-            labels.append(ci)
+            labels.append(NO_LABEL if unlabeled else ci)
     if not images:
         raise DatasetError(f"image folder {root} holds no images (expected ROOT/<class>/<image>{IMAGE_EXTENSIONS})")
     shapes = {tuple(im.shape) for im in images}

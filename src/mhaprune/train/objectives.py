@@ -9,7 +9,8 @@ for what it needs: logits, the pooled embedding, hidden states). ``inputs`` is a
 - ``logits``: distillation from the teacher's logits only (KL at temperature ``tau``); no labels.
 - ``features``: the student's pooled embedding and hidden states matched to the teacher's: ``1 - cos`` of the
   pooled embeddings plus ``hidden_weight`` × the normalised squared error of the hidden states of ``layers``
-  (padding masked out); no labels, no head needed (sentence encoders, backbones). Pooling: the mean over the
+  (default: the last layer of a Hugging Face model; other models give the pooled embedding alone; padding masked
+  out); no labels, no head needed (sentence encoders, backbones). Pooling: the mean over the
   tokens under the attention mask for text, the class token (or the model's own pooling) for images.
 """
 
@@ -154,14 +155,19 @@ class LogitDistillation(Objective):
 class FeatureDistillation(Objective):
     name = "features"
 
-    def __init__(self, teacher, layers: tuple[int, ...] = (-1,), pooling: str = "auto", hidden_weight: float = 1.0):
+    def __init__(self, teacher, layers: tuple[int, ...] | None = None, pooling: str = "auto",
+                 hidden_weight: float = 1.0):  # fmt: skip
         super().__init__(teacher)
         if pooling not in POOLINGS:
             raise ObjectiveError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.layers, self.pooling, self.hidden_weight = tuple(layers), pooling, hidden_weight
+        # None: the last layer where the model gives hidden states (Hugging Face), else the pooled embedding alone
+        self.layers = None if layers is None else tuple(layers)
+        self.pooling, self.hidden_weight = pooling, hidden_weight
 
     def _layers(self, model) -> tuple[int, ...]:
-        return self.layers if _is_hf(model) and self.hidden_weight > 0 else ()
+        if not _is_hf(model) or self.hidden_weight == 0:
+            return ()
+        return (-1,) if self.layers is None else self.layers
 
     def forward(self, model, inputs, target=None):
         layers = self._layers(model)
@@ -176,7 +182,7 @@ class FeatureDistillation(Objective):
         return loss
 
     def _probe(self, model, inputs):
-        if self.layers and self.hidden_weight > 0 and not _is_hf(model):
+        if self.layers and self.hidden_weight > 0 and not _is_hf(model):  # asked for explicitly
             encode(model, inputs, self.pooling, self.layers)  # raises: no hidden states
         encode(model, inputs, self.pooling, self._layers(model))
 
@@ -233,7 +239,7 @@ register_objective("logits", "distillation of the teacher's logits, no labels")(
     lambda teacher, tau=1.0, **_: LogitDistillation(teacher, tau)
 )
 register_objective("features", "match the teacher's pooled embedding and hidden states, no labels (encoders)")(
-    lambda teacher, layers=(-1,), pooling="auto", hidden_weight=1.0, **_: FeatureDistillation(
+    lambda teacher, layers=None, pooling="auto", hidden_weight=1.0, **_: FeatureDistillation(
         teacher, layers, pooling, hidden_weight
     )
 )
