@@ -138,6 +138,37 @@ def _setup_resume_pickle(d):
     return d
 
 
+def _checkpointed_run(d: Path) -> Path:
+    """A real (tiny) train run folder with its checkpoint and the checkpoint's SHA-256 record."""
+    from mhaprune.train import TrainConfig, Trainer
+
+    d.mkdir()
+    (d / "resolved_config.json").write_text("{}")
+    model = mhaprune.create_model("deit_micro")
+    data = torch.utils.data.TensorDataset(torch.randn(8, 1, 28, 28), torch.zeros(8, dtype=torch.long))
+    Trainer(model, data, None, TrainConfig(epochs=0, max_steps=1, batch_size=4, device="cpu", progress=False),
+            out_dir=d).save_checkpoint()  # fmt: skip
+    return d
+
+
+def _flip_byte(path: Path, where: float = 0.6) -> None:
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * where)
+    data[i] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _setup_resume_bitflip(d):
+    _flip_byte(_checkpointed_run(d) / "checkpoint.pt")
+    return d
+
+
+def _setup_resume_truncated(d):
+    p = _checkpointed_run(d) / "checkpoint.pt"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    return d
+
+
 def _setup_prune_resume_pickle(d):
     (d / "search").mkdir(parents=True)
     (d / "resolved_config.json").write_text("{}")
@@ -218,6 +249,9 @@ SETUPS = {
     "out-is-file": lambda d: d.mkdir() or (d / "file.txt").write_text("x") and d,
     "out-holds-run": lambda d: _model_folder(d),
     "resume-pickle": _setup_resume_pickle,
+    "resume-bitflip": _setup_resume_bitflip,
+    "resume-truncated": _setup_resume_truncated,
+    "weights-bitflip": lambda d: _flip_byte(_model_folder(d) / "model.safetensors") or d,
     "prune-resume-pickle": _setup_prune_resume_pickle,
     "export-exists": lambda d: d.mkdir() or (d / "model.onnx").write_text("x") and d,
     "recipe-invalid": lambda d: d.mkdir() or (d / "recipe.yaml").write_text("lr: [1,\n") and d,
@@ -368,15 +402,26 @@ def _step_lines(path: Path) -> list[int]:
     return [json.loads(line)["step"] for line in path.read_text().splitlines() if '"loss"' in line]
 
 
-def test_sigint_checkpoints_and_resumes_to_the_same_weights(tmp_path, image_folder):
-    ref = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def train_reference(tmp_path_factory, image_folder):
+    ref = tmp_path_factory.mktemp("train") / "ref"
     subprocess.run(_train_argv(image_folder, ref), check=True, capture_output=True)
+    return ref
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_checkpoints_and_resumes_to_the_same_weights(tmp_path, image_folder, train_reference, sig,
+                                                                    code):  # fmt: skip
+    """Ctrl-C and SIGTERM (what batch schedulers and preemptible machines send) stop after the step with a
+    checkpoint; --resume then ends with the weights of the uninterrupted run."""
+    ref = train_reference
     run = tmp_path / "run"
     proc = subprocess.Popen(_train_argv(image_folder, run), stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (run / "metrics.jsonl").exists(), proc)  # log_every 50 > steps: written at the first epoch
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
+    assert f"{signal.Signals(sig).name} received" in err
     assert "Traceback" not in err
     assert f"checkpoint written to {run / 'checkpoint.pt'}" in err and "--resume" in err
     step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
@@ -422,12 +467,14 @@ def prune_reference(tmp_path_factory, image_folder):
     return ref
 
 
-def _kill_and_resume(stage: str, tmp_path, images, ref):
+def _kill_and_resume(stage: str, tmp_path, images, ref, sig=signal.SIGKILL):
     run = tmp_path / "run"
-    proc = subprocess.Popen(_prune_argv(images, run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_prune_argv(images, run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (run / stage / "checkpoint.pt").exists(), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:  # stopped after the step, with a checkpoint and the hint, no traceback
+        assert proc.returncode == 143 and "rerun the same command with --resume" in err and "Traceback" not in err
     assert not (run / "model.safetensors").exists(), "the run finished before it could be killed"
     search_ckpt = (run / "search" / "checkpoint.pt").read_bytes()
     r = subprocess.run(_prune_argv(images, run, "--resume", "--keep-checkpoints"), capture_output=True, text=True)
@@ -447,3 +494,8 @@ def test_prune_killed_in_search_resumes_to_the_same_result(tmp_path, image_folde
 
 def test_prune_killed_in_finetune_resumes_to_the_same_result(tmp_path, image_folder, prune_reference):
     _kill_and_resume("finetune", tmp_path, image_folder, prune_reference)
+
+
+@pytest.mark.parametrize("stage", ["search", "finetune"])
+def test_prune_terminated_resumes_to_the_same_result(stage, tmp_path, image_folder, prune_reference):
+    _kill_and_resume(stage, tmp_path, image_folder, prune_reference, sig=signal.SIGTERM)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 from ._common import USER_ERRORS, UserError
 
@@ -23,7 +25,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a training loop: unwinds like Ctrl-C (temp files removed), exit 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; exit codes: 0 done, 2 bad input, 130 stopped by Ctrl-C, 143 stopped by SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        try:
+            return _main(argv)
+        finally:
+            from ..utils.lock import release_all
+
+            release_all()
+    from ..utils.lock import release_all
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        release_all()  # the command's output locks
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _has_checkpoint(args) -> bool:
+    from pathlib import Path
+
+    out = getattr(args, "out", None)
+    if not out or not hasattr(args, "resume"):
+        return False
+    return any(Path(out).glob("checkpoint.pt")) or any(Path(out).glob("*/checkpoint.pt"))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # the command as given, for run records
@@ -42,14 +80,27 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mhaprune {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a write that failed (a full disk, a vanished or read-only folder): one line, exit 2
+        if args.debug:
+            raise
+        from ..utils import WriteError
+
+        what = e.strerror if isinstance(e, WriteError) else f"{e.strerror or e}" + (
+            f": {e.filename}" if e.filename else "")  # fmt: skip
+        print(f"mhaprune {args.command}: error: {what}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         from ..train import Interrupted
 
+        term = isinstance(e, Terminated) or (isinstance(e, Interrupted) and e.signum == signal.SIGTERM)
         if isinstance(e, Interrupted) and e.checkpoint is not None:
             print(f"mhaprune {args.command}: {e}; rerun the same command with --resume to continue", file=sys.stderr)
         else:
-            print(f"mhaprune {args.command}: interrupted", file=sys.stderr)
-        return 130
+            what = "terminated" if term else "interrupted"
+            if _has_checkpoint(args):  # stopped between stages: the finished ones resume from their checkpoints
+                what += "; rerun the same command with --resume to continue"
+            print(f"mhaprune {args.command}: {what}", file=sys.stderr)
+        return 143 if term else 130
 
 
 __all__ = ["UserError", "build_parser", "main"]

@@ -89,8 +89,11 @@ def prepare_out_dir(
 ) -> Path:
     """Refuse to write into a folder that already holds a run unless ``--overwrite`` or ``--resume``.
 
-    With ``create=False`` only validate (call it before any work, so that bad input leaves nothing behind)."""
+    With ``create=False`` only validate (call it before any work, so that bad input leaves nothing behind). Under
+    torchrun, rank 0 checks the folder and holds its lock; the other ranks only use it."""
     path = Path(out)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return path
     if overwrite and resume:
         raise UserError(
             "--overwrite and --resume conflict: --overwrite deletes the run in --out, --resume continues it; "
@@ -98,6 +101,13 @@ def prepare_out_dir(
         )
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} exists and is not a folder")
+    if path.is_dir():  # a run writing there now: say so first, whatever the flags
+        from ..utils.lock import LockedError, RunLock
+
+        try:
+            RunLock(path).check()
+        except LockedError as e:
+            raise UserError(f"--out {e}") from e
     holds_run = path.is_dir() and any((path / m).exists() for m in markers)
     if holds_run and not (overwrite or resume):
         raise UserError(f"--out {path} already holds a run; pass --overwrite to replace it or --resume to continue it")
@@ -108,8 +118,8 @@ def prepare_out_dir(
         raise UserError(f"--out {path} is not writable; choose another folder")
     if not create:
         return path
-    if holds_run and overwrite and not resume:
-        shutil.rmtree(path)
+    from ..utils.lock import LOCK_NAME, LockedError, RunLock
+
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write_test"
@@ -117,7 +127,26 @@ def prepare_out_dir(
         probe.unlink()
     except OSError as e:
         raise UserError(f"--out {path} is not writable ({e.strerror}); choose another folder") from e
+    try:
+        RunLock(path).acquire()  # one run per folder, before anything in it is replaced
+    except LockedError as e:
+        raise UserError(f"--out {e}") from e
+    if holds_run and overwrite and not resume:
+        for entry in path.iterdir():
+            if entry.name != LOCK_NAME:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     return path
+
+
+def elastic_resume(args, out: str, markers=("checkpoint.pt",)) -> None:
+    """Under torchrun's restarts (``--max-restarts``), a restarted worker continues the run from its checkpoint:
+    ``--resume`` is implied when ``TORCHELASTIC_RESTART_COUNT`` > 0 and the folder holds one."""
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if restarts > 0 and not args.resume and any((Path(out) / m).exists() for m in markers):
+        import logging
+
+        logging.getLogger(__name__).warning("torchrun restart %d: resuming the run in %s", restarts, out)
+        args.resume, args.overwrite = True, False
 
 
 def add_data_args(parser, default: str | None = None) -> None:

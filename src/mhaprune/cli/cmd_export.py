@@ -38,7 +38,16 @@ def run(args) -> int:
     if out.is_dir():
         raise UserError(f"--onnx {out} is a folder; give a file name")
     model = load_model_arg(args.model, args.checkpoint, pretrained=True)
-    r = export_onnx(model, out, opset=args.opset, check=not args.no_check, tolerance=args.tolerance)
+    from ..utils.lock import LockedError, RunLock
+
+    try:
+        RunLock(out).acquire()  # one export per file; the exists-check below and the write are then one step
+    except LockedError as e:
+        raise UserError(str(e)) from e
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    r = export_onnx(model, out, opset=args.opset, check=not args.no_check, tolerance=args.tolerance,
+                    overwrite=args.overwrite)  # fmt: skip
     check = f"; ONNX Runtime max abs diff {r['max_abs_diff']:.2e}" if "max_abs_diff" in r else ""
     if r["inputs"] == ["input"]:
         shape = f"dynamic batch, input 'input' {tuple(model.input_size)}"

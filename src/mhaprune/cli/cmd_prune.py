@@ -282,10 +282,11 @@ def run(args) -> int:
     from ..pipeline import LatencySpec, prune
     from ..pruning import ModelCost
     from ..train import CHECKPOINT, read_checkpoint
-    from ..utils import atomic_write_json, atomic_write_text, run_metadata, seed_all
+    from ..utils import atomic_write_json, atomic_write_text, checksum_path, run_metadata, seed_all, write_error
     from ._common import (
         UserError,
         check_classes,
+        elastic_resume,
         load_yaml_config,
         new_head_hint,
         parse_model_args,
@@ -316,6 +317,7 @@ def run(args) -> int:
     label = name or opts["timm"] or ("hf" if opts["hf"] else "checkpoint")
     out_arg = args.out or f"runs/prune-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     markers = ("config.json", "resolved_config.json", "search/checkpoint.pt", "finetune/checkpoint.pt")
+    elastic_resume(args, out_arg, ("search/checkpoint.pt", "finetune/checkpoint.pt"))
     prepare_out_dir(out_arg, args.overwrite, args.resume, markers, create=False)
     seed_all(opts["seed"])
     model = _load_model(opts, name, parse_model_args(args.model_arg))
@@ -373,7 +375,10 @@ def run(args) -> int:
         extra["max_length"] = opts["max_length"]
     save_pruned(result.model, out, extra=extra)
     if text:
-        copy_tokenizer(opts["hf"] or opts["checkpoint"], out)  # the folder tokenizes its own inputs
+        try:
+            copy_tokenizer(opts["hf"] or opts["checkpoint"], out)  # the folder tokenizes its own inputs
+        except OSError as e:
+            raise write_error(out, e) from e
     command = "mhaprune " + " ".join(shlex.quote(a) for a in getattr(args, "argv", ["prune"]))
     source = next((f"{k} {opts[k]}" for k in ("hf", "timm", "checkpoint") if opts[k]), name)
     card = model_card(result.model.arch_name, report_dict, command, meta, source=source)
@@ -381,6 +386,7 @@ def run(args) -> int:
     if not args.keep_checkpoints:  # the run is complete: resume checkpoints are dead weight (tens of MB)
         for stage in ("search", "finetune"):
             (out / stage / CHECKPOINT).unlink(missing_ok=True)
+            checksum_path(out / stage / CHECKPOINT).unlink(missing_ok=True)
     print_report(report_dict)
     print(f"saved {out}")
     return 0

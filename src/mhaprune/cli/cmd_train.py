@@ -78,6 +78,7 @@ def run(args) -> int:
     from ._common import (
         UserError,
         check_classes,
+        elastic_resume,
         load_model_arg,
         load_yaml_config,
         parse_model_args,
@@ -93,6 +94,7 @@ def run(args) -> int:
         raise UserError("--pretrained goes with --model NAME (its bundled weights); a --checkpoint is trained already")
     if args.num_classes is not None and args.num_classes < 1:
         raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
+    elastic_resume(args, args.out)
     prepare_out_dir(args.out, args.overwrite, args.resume, create=False)
     seed_all(opts["seed"])  # before the model is built: its initialisation must be reproducible
     model_args = parse_model_args(args.model_arg)

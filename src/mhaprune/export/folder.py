@@ -71,7 +71,7 @@ def load_model(folder: str | Path, map_location: str = "cpu", overrides: dict | 
         ) from e
     if cfg.get("plan") is not None:
         apply_plan(model, Plan.from_dict(cfg["plan"]))
-    fmt.load_state_strict(model, fmt.read_weights(folder), str(folder / fmt.WEIGHTS_NAME))
+    fmt.load_state_strict(model, fmt.read_weights(folder, cfg.get("weights_sha256")), str(folder / fmt.WEIGHTS_NAME))
     model.checkpoint_config = cfg
     return model.to(map_location).eval()
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..utils import write_error
+
 _logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
@@ -97,12 +99,14 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     check: bool = True,
     tolerance: float = 1e-4,
+    overwrite: bool = True,
 ) -> dict:
     """Write ``model`` (eval mode, fp32, CPU) to ``path`` as ONNX with a dynamic batch axis; input ``input``, output
     ``logits``. A Hugging Face text encoder takes ``input_ids`` and ``attention_mask`` (dynamic batch and sequence
     length) and gives its ``logits`` or its ``last_hidden_state``. With ``check``, ONNX Runtime must reproduce
     PyTorch within ``tolerance`` (max abs) on a random batch of 1 and of 3 (text: of 5 and 12 tokens, one row
-    padded), else :class:`ExportError` and no file is left. Returns ``{"opset", "max_abs_diff", "path",
+    padded), else :class:`ExportError` and no file is left. ``overwrite=False`` never replaces an existing file
+    (the final link fails instead of a rename). Returns ``{"opset", "max_abs_diff", "path",
     "inputs"}``."""
     _require("onnx", "ONNX export")  # before any file is made
     if check:
@@ -113,9 +117,12 @@ def export_onnx(
         raise ExportError("export needs the model's input size (C, H, W), or a Hugging Face text encoder")
     model = model.eval().float().cpu()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise write_error(path, e) from e
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
@@ -151,7 +158,19 @@ def export_onnx(
             if not diff <= tolerance:
                 raise ExportError(f"ONNX Runtime output differs from PyTorch by {diff:.3g} (> {tolerance})")
             result["max_abs_diff"] = diff
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:  # no-clobber in one step: the link fails if the file appeared meanwhile
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise ExportError(f"{path} exists (written meanwhile); pass overwrite=True / --overwrite") from None
+    except OSError as e:
+        raise write_error(path, e) from e
+    except RuntimeError as e:  # torch's serializer reports a full disk as a RuntimeError
+        if "No space left" in str(e) or "write" in str(e).lower():
+            raise write_error(path, OSError(28, "No space left on device")) from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -7,6 +7,7 @@ unpickles: JSON and safetensors only. Files are written atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -37,8 +38,10 @@ def write_folder(model: nn.Module, out_dir: str | Path, config: dict) -> Path:
     """Write ``model``'s weights and ``config`` (plus the format and package versions) as a folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = {"format_version": FORMAT_VERSION, "mhaprune_version": __version__, **config}
-    atomic_write_bytes(out / WEIGHTS_NAME, save(_contiguous_state(model)))
+    data = save(_contiguous_state(model))
+    config = {"format_version": FORMAT_VERSION, "mhaprune_version": __version__, **config,
+              "weights_sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+    atomic_write_bytes(out / WEIGHTS_NAME, data)
     atomic_write_json(out / CONFIG_NAME, json.loads(json.dumps(config, default=list)))
     return out
 
@@ -78,8 +81,20 @@ def read_config(folder: str | Path) -> dict:
     return cfg
 
 
-def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+def read_weights(folder: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The folder's weights; with ``sha256`` (``config.json``'s ``weights_sha256``) they must match it (a bit
+    flipped anywhere in the file is caught, not only in its header)."""
     path = Path(folder) / WEIGHTS_NAME
+    if sha256 is not None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != sha256:
+            raise CheckpointError(
+                f"{path} is corrupt or truncated: its SHA-256 does not match weights_sha256 in {CONFIG_NAME}. "
+                f"Restore the folder from a copy or write it again (mhaprune train / prune / save_model)"
+            )
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:

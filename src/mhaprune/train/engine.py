@@ -31,9 +31,12 @@ from ..utils import (
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
+    checksum_path,
     configure_deterministic_mode,
     run_metadata,
     seed_all,
+    verify_checksum,
+    write_error,
 )
 from ..utils import distributed as du
 from ..utils.seed import rng_state, set_rng_state
@@ -50,12 +53,14 @@ class TrainingError(RuntimeError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped a run between two steps, after writing a checkpoint."""
+    """Ctrl-C (SIGINT) or SIGTERM (a batch scheduler, a preemptible machine) stopped a run between two steps, after
+    writing a checkpoint. ``signum`` is the signal that asked for the stop."""
 
-    def __init__(self, step: int, checkpoint: Path | None):
-        self.step, self.checkpoint = step, checkpoint
+    def __init__(self, step: int, checkpoint: Path | None, signum: int = signal.SIGINT):
+        self.step, self.checkpoint, self.signum = step, checkpoint, int(signum)
         where = f"checkpoint written to {checkpoint}" if checkpoint else "no run folder, nothing saved"
-        super().__init__(f"interrupted at step {step}; {where}")
+        name = signal.Signals(self.signum).name
+        super().__init__(f"{name} received: interrupted at step {step}; {where}")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -63,6 +68,11 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise TrainingError(f"no checkpoint at {path}; start without --resume or point it at a run folder")
+    if verify_checksum(path) is False:
+        raise TrainingError(
+            f"checkpoint {path} is corrupt or truncated: its SHA-256 does not match {checksum_path(path).name} "
+            f"(written with it). Restore it from a copy, or start the run again (--overwrite instead of --resume)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - report any unpickling/format failure as a user error
@@ -72,11 +82,14 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def _stop_on_sigint():
-    """Turn the first SIGINT into a request to stop at the next step boundary (a consistent checkpoint); a second
-    SIGINT aborts at once. Outside the main thread signals cannot be caught and Ctrl-C behaves as usual."""
-    flag = {"stop": False}
+    """Turn the first SIGINT or SIGTERM into a request to stop at the next step boundary (a consistent checkpoint);
+    a second one aborts at once. Outside the main thread signals cannot be caught and they behave as usual."""
+    flag = {"stop": False, "signum": signal.SIGINT}
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
@@ -84,14 +97,16 @@ def _stop_on_sigint():
     def handler(signum, frame):
         if flag["stop"]:
             raise KeyboardInterrupt
-        flag["stop"] = True
-        _logger.warning("interrupt received: stopping after this step (press Ctrl-C again to abort at once)")
+        flag["stop"], flag["signum"] = True, signum
+        _logger.warning("%s received: stopping after this step (send it again to abort at once)",
+                        signal.Signals(signum).name)  # fmt: skip
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _opt(default, **cli):
@@ -438,9 +453,12 @@ class Trainer:
         if "val_top1" in record:
             self.history.append(record)
         if self.is_main and self.out_dir:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.out_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                with open(self.out_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:  # a full disk: one clear line; the last checkpoint is intact
+                raise write_error(self.out_dir / "metrics.jsonl", e) from e
 
     def _drop_metrics_after(self, step: int) -> None:
         """On resume, forget the metrics logged after the checkpoint (those steps are run again)."""
@@ -570,7 +588,7 @@ class Trainer:
                 elif self.cfg.save_every and self.step % self.cfg.save_every == 0:
                     self.save_checkpoint()
                 if self._stop_requested(interrupt):
-                    raise Interrupted(self.step, self.save_checkpoint())
+                    raise Interrupted(self.step, self.save_checkpoint(), interrupt["signum"])
                 if self.step >= self.total_steps:
                     break
         return metrics
