@@ -155,3 +155,55 @@ def test_a_torchrun_restart_resumes_the_run_and_other_ranks_leave_the_folder_to_
     monkeypatch.setenv("RANK", "1")
     assert prepare_out_dir(str(run), False, False) == run  # would refuse on rank 0: it holds a run
     assert not (run / ".mhaprune.lock").exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
+def _torchrun(images, out: Path) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--max-restarts", "1",
+            "--standalone", "-m", "mhaprune", "train", "--model", "deit_micro", "--model-arg", "depth=1",
+            "--model-arg", "drop_path_rate=0.0", "--data", str(images), "--epochs", "6", "--batch-size", "16",
+            "--save-every", "3", "--deterministic", "--no-augment", "--device", "cpu", "--threads", "1",
+            "--no-progress", "--out", str(out)]  # fmt: skip
+
+
+def test_a_lost_rank_under_torchrun_restarts_and_ends_with_the_uninterrupted_weights(tmp_path, image_folder):
+    """``torchrun --nproc-per-node 2 --max-restarts 1`` (gloo on CPU): one worker killed mid-epoch; the agent
+    restarts both, they resume from the last checkpoint, and the final weights equal an uninterrupted run's."""
+    import signal
+
+    from safetensors.torch import load_file
+
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc to find torchrun's workers")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = tmp_path / "ref"
+    subprocess.run(_torchrun(image_folder, ref), check=True, capture_output=True, env=env, timeout=300)
+    run = tmp_path / "run"
+    log = open(tmp_path / "log.txt", "w")  # noqa: SIM115 - closed below
+    agent = subprocess.Popen(_torchrun(image_folder, run), stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait(lambda: (run / "checkpoint.pt").exists(), agent)
+        workers = _children(agent.pid)
+        assert len(workers) == 2, workers
+        step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+        os.kill(workers[-1], signal.SIGKILL)
+        assert agent.wait(timeout=300) == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        log.close()
+    text = (tmp_path / "log.txt").read_text()
+    assert "torchrun restart 1: resuming the run" in text and step < 54
+    a, b = load_file(ref / "model.safetensors"), load_file(run / "model.safetensors")
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -15,7 +15,18 @@ def init_distributed(device: str) -> tuple[int, int, int]:
         return 0, 1, 0
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+        if restart > 0 and "MASTER_ADDR" in os.environ:
+            # a torchrun restart: the agent's store still holds the last attempt's addresses; a prefix per attempt
+            # keeps the new group from connecting to the dead workers
+            from datetime import timedelta
+
+            base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                                 timeout=timedelta(seconds=300))  # fmt: skip
+            store = dist.PrefixStore(f"mhaprune/attempt_{restart}", base)
+            dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]), world_size=world)
+        else:
+            dist.init_process_group(backend=backend)
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
         torch.cuda.set_device(local)
