@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mhaprune.cli import main
+from tests.test_reliability import _wait_for
 
 
 @pytest.fixture
@@ -86,14 +87,6 @@ def test_a_full_disk_mid_training_keeps_the_last_good_checkpoint(small_disk, tmp
 
 
 # ------------------------------------------------------------------------------------ one output, one run
-def _wait(pred, proc, timeout=120.0):
-    import time
-
-    deadline = time.time() + timeout
-    while not pred():
-        assert proc.poll() is None, "the run ended before the event"
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_a_second_run_on_a_folder_in_use_fails_at_once_and_a_stale_lock_is_taken_over(tmp_path, image_folder):
@@ -105,7 +98,7 @@ def test_a_second_run_on_a_folder_in_use_fails_at_once_and_a_stale_lock_is_taken
     argv = [a if a != "IMAGES" else str(image_folder) for a in _train(run, "--epochs", "40", "--save-every", "5")]
     first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: (run / ".mhaprune.lock").exists() and (run / "checkpoint.pt").exists(), first)
+        _wait_for(lambda: (run / ".mhaprune.lock").exists() and (run / "checkpoint.pt").exists(), first)
         assert json.loads((run / ".mhaprune.lock").read_text())["pid"] == first.pid
         t0 = time.time()
         for extra in ((), ("--resume",), ("--overwrite",)):
@@ -193,7 +186,7 @@ def test_a_lost_rank_under_torchrun_restarts_and_ends_with_the_uninterrupted_wei
     log = open(tmp_path / "log.txt", "w")  # noqa: SIM115 - closed below
     agent = subprocess.Popen(_torchrun(image_folder, run), stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        _wait(lambda: (run / "checkpoint.pt").exists(), agent)
+        _wait_for(lambda: (run / "checkpoint.pt").exists(), agent)
         workers = _children(agent.pid)
         assert len(workers) == 2, workers
         step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
