@@ -150,14 +150,16 @@ def test_a_torchrun_restart_resumes_the_run_and_other_ranks_leave_the_folder_to_
     assert not (run / ".mhaprune.lock").exists()
 
 
-def _children(pid: int) -> list[int]:
+def _workers(pid: int) -> list[int]:
+    """The training workers among ``pid``'s children (not helper processes such as a resource tracker)."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == pid:
+        if int(fields[1]) == pid and b"mhaprune" in cmdline and b"train" in cmdline:
             out.append(int(stat.parent.name))
     return sorted(out)
 
@@ -187,7 +189,7 @@ def test_a_lost_rank_under_torchrun_restarts_and_ends_with_the_uninterrupted_wei
     agent = subprocess.Popen(_torchrun(image_folder, run), stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         _wait_for(lambda: (run / "checkpoint.pt").exists(), agent)
-        workers = _children(agent.pid)
+        workers = _workers(agent.pid)
         assert len(workers) == 2, workers
         step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
         os.kill(workers[-1], signal.SIGKILL)
