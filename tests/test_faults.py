@@ -60,6 +60,22 @@ def test_export_to_a_full_disk_is_one_line_and_leaves_nothing(small_disk, capsys
     assert _leftovers(fs) == []  # no partial file, no temp file
 
 
+def test_prune_onto_a_full_disk_is_one_line_and_leaves_no_temp_file(small_disk, image_folder, capsys):
+    fs = small_disk(1 << 20)
+    _fill(fs, 48 << 10)  # room for the small JSON files, not for the weights
+    out = fs / "run"
+    argv = ["prune", "--model", "deit_micro", "--random-init", "--model-arg", "depth=1", "--data", str(image_folder),
+            "--method", "l1", "--target-macs", "0.6", "--eval-splits", "none", "--calib-size", "8", "--threads", "1",
+            "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if "error:" in ln]
+    assert len(lines) == 1 and "No space left on device" in lines[0] and f"cannot write {out}" in lines[0], err
+    assert "Traceback" not in err
+    assert not [p for p in _leftovers(fs) if p.endswith(".tmp")], _leftovers(fs)
+    assert not (out / "config.json").exists()  # no folder that looks complete
+
+
 def _train(out: Path, *extra) -> list[str]:
     return [sys.executable, "-m", "mhaprune", "train", "--model", "deit_micro", "--model-arg", "depth=1",
             "--data", "IMAGES", "--epochs", "3", "--batch-size", "16", "--threads", "1", "--no-progress",
