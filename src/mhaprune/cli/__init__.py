@@ -35,21 +35,16 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; exit codes: 0 done, 2 bad input, 130 stopped by Ctrl-C, 143 stopped by SIGTERM."""
-    if threading.current_thread() is not threading.main_thread():
-        try:
-            return _main(argv)
-        finally:
-            from ..utils.lock import release_all
-
-            release_all()
     from ..utils.lock import release_all
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    main_thread = threading.current_thread() is threading.main_thread()  # signals can be caught there only
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return _main(argv)
     finally:
         release_all()  # the command's output locks
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _has_checkpoint(args) -> bool:

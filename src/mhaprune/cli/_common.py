@@ -175,8 +175,8 @@ def add_threads_arg(group) -> None:
         "--threads",
         type=int,
         metavar="N",
-        help="torch CPU threads (default: the free cores, i.e. the cores minus the load average; OMP_NUM_THREADS "
-        "when set)",
+        help="torch CPU threads (default: the free cores, i.e. the available cores minus the tasks running now; "
+        "OMP_NUM_THREADS when set)",
     )
 
 

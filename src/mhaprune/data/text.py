@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
+from .datasets import NO_LABEL
 from .idx import DatasetError
 
 _logger = logging.getLogger(__name__)
 
 FORTUNES_DIR = "/usr/share/games/fortunes"
-NO_LABEL = -1
 
 
 def _read_utf8(path: Path) -> str:

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .._version import __version__
-from ..utils import atomic_write_bytes, atomic_write_json
+from ..utils import atomic_write_bytes, atomic_write_json, file_sha256
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -86,11 +86,7 @@ def read_weights(folder: str | Path, sha256: str | None = None) -> dict[str, tor
     flipped anywhere in the file is caught, not only in its header)."""
     path = Path(folder) / WEIGHTS_NAME
     if sha256 is not None:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != sha256:
+        if file_sha256(path) != sha256:
             raise CheckpointError(
                 f"{path} is corrupt or truncated: its SHA-256 does not match weights_sha256 in {CONFIG_NAME}. "
                 f"Restore the folder from a copy or write it again (mhaprune train / prune / save_model)"
