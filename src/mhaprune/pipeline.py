@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .cost import call_model, count_macs
+from .cost import call_model, count_macs, kernel_notes
 from .interop import adapt_if_foreign
 from .methods import MethodContext, get_method, method_config
 from .methods.ours import PruningCallback  # noqa: F401  (re-exported: the search callback for your own loops)
@@ -264,6 +264,7 @@ class PruneReport:
     latency: LatencyReport | None = None
     wall_s: float = 0.0
     method_info: dict = field(default_factory=dict)
+    kernel_notes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = {"version": REPORT_VERSION, **asdict(self)}
@@ -446,6 +447,9 @@ def prune(
     tune_objective = stage_objective(finetune) if finetune is not None and finetune.runs else None
     pruned = _finetune_and_evaluate(result.model, teacher, report, train_set, val_set, test_set, finetune, out,
                                     resume, tune_objective, device, input_size)  # fmt: skip
+    report.kernel_notes = kernel_notes(pruned, device)
+    for note in report.kernel_notes:
+        _logger.warning("%s", note)
     if latency is not None:
         report.latency = compare_latency(dense, pruned, input_size if not isinstance(x, dict) else x, latency)
     report.wall_s = round(time.time() - t_start, 1)

@@ -273,3 +273,45 @@ def test_output_difference_takes_keywords_and_tuple_outputs():
         expected = torch.linalg.norm(2.0 * (layer.fc(xc) - layer.fc(x)))
         assert torch.allclose(D.reshape(-1)[c], expected)
     assert bool(st.frozen) is False and torch.all(st.frozen_mask == 1)  # the state is restored
+
+
+def _qk_v_widths(plan):
+    return [(len(lp.keep["qk"][0]), len(lp.keep["v"][0])) for lp in plan.layers.values() if "qk" in lp.keep]
+
+
+@pytest.mark.parametrize("method", ["ours", "l1", "oneshot"])
+def test_same_qk_v_width_switch(swin, method):
+    """One Q/K and V width per attention layer (flash SDPA), under the target, and masked == sliced."""
+    import copy
+
+    from mhaprune.pruning import apply_plan, l1_plan
+    from mhaprune.pruning.oneshot import fisher_plan
+
+    m, x = swin
+    y = torch.arange(len(x)) % 10
+    for tied in (False, True):
+        model = copy.deepcopy(m)
+        if method == "ours":
+            p = Pruner(model, PruneConfig(target_macs=0.4, same_qk_v_width=tied), x)
+            p.prepare()
+            with torch.no_grad():  # an uneven search outcome: V indicators far below Q/K ones
+                for s in states(p, "v"):
+                    s.indicator.sub_(torch.linspace(0, 6, s.indicator.numel()).reshape(s.indicator.shape))
+            plan = p.plan()
+        elif method == "l1":
+            plan = l1_plan(model, x, 0.4, uniform=False, tied=tied)
+        else:
+            plan = fisher_plan(model, x[:1], 0.4, x, y, tied=tied)
+        widths = _qk_v_widths(plan)
+        assert plan.pruned_macs <= plan.target_macs
+        if tied:
+            assert all(a == b for a, b in widths), widths
+            assert plan.pruned_macs >= 0.97 * plan.target_macs  # the fill moves the pair too
+            fresh = copy.deepcopy(m)
+            pr = Pruner(fresh, PruneConfig(target_macs=0.4), x)
+            pr.prepare()
+            pr.set_masks(plan)
+            masked = fresh(x)
+            torch.testing.assert_close(apply_plan(copy.deepcopy(m), plan)(x), masked, rtol=1e-5, atol=1e-5)
+        else:
+            assert any(a != b for a, b in widths), widths  # the switch is what makes them equal

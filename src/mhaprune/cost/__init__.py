@@ -1,6 +1,7 @@
 """Analytic cost model (MACs) and the FlopCounterMode cross-check."""
 
 from ..adapters import linear_core_macs, softmax_core_macs
+from .kernels import kernel_notes
 from .macs import (
     KINDS,
     MacsReport,
@@ -17,6 +18,7 @@ __all__ = [
     "call_model",
     "example_inputs",
     "input_shape",
+    "kernel_notes",
     "MacsReport",
     "count_macs",
     "linear_core_macs",

@@ -6,7 +6,12 @@ from __future__ import annotations
 from ..pruning import apply_plan, l1_plan, random_plan
 from ._registry import MethodContext, MethodResult, register_method
 
-_OPTIONS = ("round_to", "min_per_head", "fill", "seed")
+_OPTIONS = ("round_to", "min_per_head", "fill", "same_qk_v_width", "seed")
+
+
+def _rules(cfg) -> dict:
+    return dict(groups=cfg.groups(), round_to=cfg.round_to, min_per_head=cfg.min_per_head, fill=cfg.fill,
+                tied=cfg.same_qk_v_width)  # fmt: skip
 
 
 def _cut(model, plan) -> MethodResult:
@@ -18,12 +23,10 @@ def _cut(model, plan) -> MethodResult:
 )
 def run_l1(model, ctx: MethodContext) -> MethodResult:
     cfg = ctx.cfg
-    kw = dict(groups=cfg.groups(), round_to=cfg.round_to, min_per_head=cfg.min_per_head, fill=cfg.fill)
-    return _cut(model, l1_plan(model, ctx.calib, cfg.target_macs, **kw))
+    return _cut(model, l1_plan(model, ctx.calib, cfg.target_macs, **_rules(cfg)))
 
 
 @register_method("random", "uniform keep ratio, random channels (a control; seeded by --seed)", options=_OPTIONS)
 def run_random(model, ctx: MethodContext) -> MethodResult:
     cfg = ctx.cfg
-    kw = dict(groups=cfg.groups(), round_to=cfg.round_to, min_per_head=cfg.min_per_head, fill=cfg.fill)
-    return _cut(model, random_plan(model, ctx.calib, cfg.target_macs, seed=cfg.seed, **kw))
+    return _cut(model, random_plan(model, ctx.calib, cfg.target_macs, seed=cfg.seed, **_rules(cfg)))

@@ -13,7 +13,7 @@ from ._registry import MethodContext, MethodResult, register_method
 @register_method(
     "oneshot",
     "post-training (Kwon et al.): Fisher importance of the objective on calibration data, greedy search, rescaling",
-    options=("round_to", "min_per_head"),
+    options=("round_to", "min_per_head", "same_qk_v_width"),
 )
 def run_oneshot(model, ctx: MethodContext) -> MethodResult:
     sample_loss = None
@@ -37,6 +37,7 @@ def run_oneshot(model, ctx: MethodContext) -> MethodResult:
         round_to=cfg.round_to,
         min_per_head=cfg.min_per_head,
         sample_loss=sample_loss,
+        tied=cfg.same_qk_v_width,
     )
     n = len(ctx.calib["input_ids"] if isinstance(ctx.calib, dict) else ctx.calib)
     info = {"prune_s": round(time.time() - t0, 2), "calibration_samples": n}

@@ -38,6 +38,7 @@ _SEARCH_OPTIONS = (
     "init_min",
     "fill",
     "min_per_head",
+    "same_qk_v_width",
     "rescale",
     "seed",
 )

@@ -30,8 +30,10 @@ def scored_plan(
     min_per_head: int = 1,
     fill: bool = True,
     meta: dict | None = None,
+    tied: bool = False,
 ) -> Plan:
-    """A plan from ``scorer(path, module, adapter, group) -> (h, d) scores`` under the MACs ``target``."""
+    """A plan from ``scorer(path, module, adapter, group) -> (h, d) scores`` under the MACs ``target`` (``tied``:
+    Q/K and V of every attention layer at one width)."""
     cost = ModelCost(model, input_size)
     t = cost.resolve_target(target, set(groups), min_per_head)
     scores = {}
@@ -40,15 +42,15 @@ def scored_plan(
         if sc:
             scores[lc.path] = sc
     if uniform:
-        widths, _ = uniform_widths(cost, set(groups), t, min_per_head, round_to)
+        widths, _ = uniform_widths(cost, set(groups), t, min_per_head, round_to, tied)
         widths = {p: widths[p] for p in scores}
         ranked = {
             p: {g: torch.sort(s, dim=1, descending=True).values for g, s in gs.items()} for p, gs in scores.items()
         }
-        widths = greedy_widths(cost, ranked, widths, t, round_to, min_per_head, fill) if fill else widths
-        return plan_from_rankings(model, cost, scores, widths, None, meta=meta).with_target(t)
+        widths = greedy_widths(cost, ranked, widths, t, round_to, min_per_head, fill, tied) if fill else widths
+        return plan_from_rankings(model, cost, scores, widths, None, meta=meta, tied=tied).with_target(t)
     full = {p: {g: lc.shapes[g][1] for g in scores[p]} for lc in cost.layers for p in [lc.path] if p in scores}
-    return plan_from_rankings(model, cost, scores, full, t, round_to, min_per_head, fill, meta)
+    return plan_from_rankings(model, cost, scores, full, t, round_to, min_per_head, fill, meta, tied)
 
 
 def random_plan(model: nn.Module, input_size, target, seed: int = 0, **kwargs) -> Plan:

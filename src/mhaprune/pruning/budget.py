@@ -94,6 +94,25 @@ class ModelCost:
         return t
 
 
+TIED = ("qk", "v")  # the groups ``same_qk_v_width`` gives one width per layer
+
+
+def tied_pair(shapes: dict, groups) -> bool:
+    """Whether a layer's Q/K and V groups are both in ``groups`` with the same heads and width (so that they can
+    keep one width: ``d_qk = d_v``)."""
+    return all(g in groups for g in TIED) and shapes["qk"] == shapes["v"]
+
+
+def tie_widths(cost: ModelCost, widths: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Q/K and V of every attention layer at the wider of their two widths (the start of a tied repair)."""
+    by_path = {lc.path: lc for lc in cost.layers}
+    out = copy.deepcopy(widths)
+    for p, w in out.items():
+        if tied_pair(by_path[p].shapes, w):
+            w["qk"] = w["v"] = max(w["qk"], w["v"])
+    return out
+
+
 def greedy_widths(
     cost: ModelCost,
     rankings: dict[str, dict[str, torch.Tensor]],
@@ -102,50 +121,61 @@ def greedy_widths(
     step: int = 1,
     min_per_head: int = 1,
     fill: bool = True,
+    tied: bool = False,
 ) -> dict[str, dict[str, int]]:
     """Repair, then fill: remove the cheapest-to-lose channel per head (lowest score lost per MAC saved) until
     MACs ≤ target; then add back the best channels per MAC while MACs stay ≤ target.
 
     ``rankings[path][group]`` holds each head's channel scores sorted descending ``(h, d)``; ``widths`` the
-    starting channels per head. Returns new widths.
+    starting channels per head. ``tied``: Q/K and V of a layer start at the wider of the two and move together (one
+    width per layer). Returns new widths.
     """
-    widths = copy.deepcopy(widths)
+    widths = tie_widths(cost, widths) if tied else copy.deepcopy(widths)
     by_path = {lc.path: lc for lc in cost.layers}
     layer_macs = {p: lc.macs(widths.get(p, {})) for p, lc in by_path.items()}
     total = cost.const + sum(layer_macs.values())
 
+    def units(p: str, groups: dict):
+        """The groups that move as one: the tied Q/K + V pair, and every other group alone."""
+        pair = tied and tied_pair(by_path[p].shapes, groups)
+        if pair:
+            yield TIED
+        yield from ((g,) for g in groups if not (pair and g in TIED))
+
     def moves(direction: int):
         for p, groups in rankings.items():
             lc = by_path[p]
-            for g, ranked in groups.items():
-                d = widths[p][g]
-                h, full = lc.shapes[g]
+            for unit in units(p, groups):
+                d = widths[p][unit[0]]
+                h, full = lc.shapes[unit[0]]
                 floor = min(full, max(min_per_head, step))
                 nd = min(full, d + step) if direction > 0 else max(floor, d - step)
                 if nd == d:
                     continue
-                trial = {**widths[p], g: nd}
+                trial = {**widths[p], **{g: nd for g in unit}}
                 delta = lc.macs(trial) - layer_macs[p]
                 lo, hi = min(d, nd), max(d, nd)
-                value = float(ranked[:, lo:hi].sum())
-                yield p, g, nd, delta, value
+                value = sum(float(groups[g][:, lo:hi].sum()) for g in unit)
+                yield p, unit, nd, delta, value
+
+    def take(move):
+        nonlocal total
+        p, unit, nd, delta, _ = move
+        for g in unit:
+            widths[p][g] = nd
+        layer_macs[p] += delta
+        total += delta
 
     while total > target:
         best = min(moves(-1), key=lambda mv: mv[4] / max(-mv[3], 1e-9), default=None)
         if best is None:
             break
-        p, g, nd, delta, _ = best
-        widths[p][g] = nd
-        layer_macs[p] += delta
-        total += delta
+        take(best)
     while fill:
         fits = [mv for mv in moves(+1) if total + mv[3] <= target]
         if not fits:
             break
-        p, g, nd, delta, _ = max(fits, key=lambda mv: mv[4] / max(mv[3], 1e-9))
-        widths[p][g] = nd
-        layer_macs[p] += delta
-        total += delta
+        take(max(fits, key=lambda mv: mv[4] / max(mv[3], 1e-9)))
     return widths
 
 
@@ -159,14 +189,18 @@ def plan_from_rankings(
     min_per_head: int = 1,
     fill: bool = True,
     meta: dict | None = None,
+    tied: bool = False,
 ) -> Plan:
-    """Build a plan: every head keeps its top ``widths`` channels by ``scores`` (after repair/fill to ``target``)."""
+    """Build a plan: every head keeps its top ``widths`` channels by ``scores`` (after repair/fill to ``target``;
+    ``tied``: Q/K and V of a layer at one width, see :func:`greedy_widths`)."""
     ranked = {
         p: {g: torch.sort(s, dim=1, descending=True, stable=True).values for g, s in gs.items()}
         for p, gs in scores.items()
     }
     if target is not None:
-        widths = greedy_widths(cost, ranked, widths, target, step, min_per_head, fill)
+        widths = greedy_widths(cost, ranked, widths, target, step, min_per_head, fill, tied)
+    elif tied:
+        widths = tie_widths(cost, widths)
     layers = {}
     for lc in cost.layers:
         if lc.path not in scores:
@@ -201,11 +235,13 @@ def plan_params(model: nn.Module, plan: Plan) -> int:
     return sum(p.numel() for p in clone.parameters())
 
 
-def uniform_widths(cost: ModelCost, groups: set[str], target: int, min_per_head: int = 1, step: int = 1):
-    """The largest single keep ratio (same in every pruned group) whose MACs are ≤ target (bisection)."""
+def uniform_widths(cost: ModelCost, groups: set[str], target: int, min_per_head: int = 1, step: int = 1,
+                   tied: bool = False):  # fmt: skip
+    """The largest single keep ratio (same in every pruned group) whose MACs are ≤ target (bisection); ``tied``:
+    Q/K and V at one width per layer."""
 
     def widths_at(r):
-        return {
+        w = {
             lc.path: {
                 g: max(
                     min(min_per_head, lc.shapes[g][1]),
@@ -218,6 +254,7 @@ def uniform_widths(cost: ModelCost, groups: set[str], target: int, min_per_head:
             }
             for lc in cost.layers
         }
+        return tie_widths(cost, w) if tied else w
 
     lo, hi = 0.0, 1.0
     for _ in range(40):

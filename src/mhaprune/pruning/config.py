@@ -81,6 +81,9 @@ class PruneConfig:
         equal_heads: keep the same number of channels in every head (§2.3). Off: channels are kept independently
             and the deployable model pads every head to the widest one.
         round_to: round the kept channels per head to a multiple of this (8 = hardware friendly; 1 = off).
+        same_qk_v_width: Q/K and V of every attention layer keep the same channels per head (``d_qk = d_v``; the
+            final plan's repair and fill move both together). PyTorch's flash SDPA backend on GPUs and
+            FlashAttention-2 need equal widths; other plans fall back to slower attention kernels there.
         reweight: learnable V-channel scales and Q/K temperatures, folded into the weights at convert (§2.4).
         attn_init: initialise indicators from the attention difference (§2.5).
         attn_init_scope: ``"all"`` (default: linear-attention Q/K by attention difference; softmax Q/K, V and MLP
@@ -117,6 +120,7 @@ class PruneConfig:
     similarity_every: int = field(default=50, metadata={"metavar": "STEPS"})
     equal_heads: bool = True
     round_to: int = field(default=1, metadata={"metavar": "K"})
+    same_qk_v_width: bool = False
     reweight: bool = True
     attn_init: bool = True
     attn_init_scope: str = field(default="all", metadata={"choices": ("linear", "attention", "all")})

@@ -119,6 +119,7 @@ def fisher_plan(
     min_per_head: int = 1,
     loss_fn: Callable = F.cross_entropy,
     sample_loss: Callable | None = None,
+    tied: bool = False,
 ) -> Plan:
     """The plan of steps 1–2: Fisher importance, then the greedy mask search under ``target`` MACs."""
     scores = fisher_scores(model, inputs, targets, groups, loss_fn, sample_loss)
@@ -131,6 +132,7 @@ def fisher_plan(
         uniform=False,
         round_to=round_to,
         min_per_head=min_per_head,
+        tied=tied,
         meta={"method": "oneshot-fisher", "calibration_samples": _count(inputs)},
     )
 
@@ -235,13 +237,15 @@ def oneshot_prune(
     rescale: bool = True,
     loss_fn: Callable = F.cross_entropy,
     sample_loss: Callable | None = None,
+    tied: bool = False,
 ) -> tuple[nn.Module, Plan, dict]:
     """Kwon-style one-shot pruning of a copy of ``model`` to ``target`` MACs from a labelled calibration batch.
 
     Returns ``(pruned model, plan, report)``; ``model`` is not modified. ``input_size`` defaults to the model's
     ``input_size`` attribute (or the shape of one calibration sample)."""
     size = input_size or getattr(model, "input_size", None) or _take(inputs, 0, 1)
-    plan = fisher_plan(model, size, target, inputs, targets, groups, round_to, min_per_head, loss_fn, sample_loss)
+    plan = fisher_plan(model, size, target, inputs, targets, groups, round_to, min_per_head, loss_fn, sample_loss,
+                       tied)  # fmt: skip
     pruned = apply_plan(copy.deepcopy(model), plan)
     report = {"layers": rescale_outputs(pruned, model, inputs) if rescale else {}}
     return pruned, plan, report

@@ -390,6 +390,7 @@ class Pruner:
             step=self.cfg.round_to,
             min_per_head=self.cfg.min_per_head,
             fill=self.cfg.fill,
+            tied=self.cfg.same_qk_v_width,
             meta={"config": self.cfg.to_dict(), "search_steps": self.step_count},
         )
 
