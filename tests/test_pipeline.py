@@ -1,5 +1,6 @@
-"""The pipeline's options around the search: least-squares rescaling after it."""
+"""The pipeline's options around the search: least-squares rescaling after it; a latency target."""
 
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 
@@ -7,6 +8,7 @@ import mhaprune
 from mhaprune.adapters import prunable_modules
 from mhaprune.pipeline import prune
 from mhaprune.pruning import PruneConfig
+from mhaprune.pruning.config import ConfigError
 from mhaprune.pruning.oneshot import output_linear
 from mhaprune.train import TrainConfig
 
@@ -44,3 +46,16 @@ def test_rescale_scales_only_the_kept_output_columns():
     for k in changed:  # ... and each by one factor per input column
         ratio = b[k] / a[k]
         torch.testing.assert_close(ratio, ratio[:1].expand_as(ratio), rtol=1e-5, atol=1e-6)
+
+
+def test_latency_target_is_predicted_and_measured(tmp_path, monkeypatch):
+    monkeypatch.setenv("MHAPRUNE_CACHE", str(tmp_path))
+    model = mhaprune.create_model("deit_micro")
+    data = TensorDataset(torch.randn(8, *model.input_size), torch.randint(0, 10, (8,)))
+    cfg = mhaprune.PruneConfig(target_latency="90%", target_latency_batch=16, target_latency_threads=1)
+    res = mhaprune.prune(model, data, config=cfg, eval_splits="none")
+    lt = res.report.latency_target
+    assert lt["predicted_ms"] <= lt["target_ms"] and lt["measured_ms"] > 0 and lt["batch"] == 16
+    assert res.report.target_macs == res.plan.pruned_macs
+    with pytest.raises(ConfigError, match="prunes to a MACs target"):
+        mhaprune.prune(mhaprune.create_model("deit_micro"), data, method="l1", config=cfg, eval_splits="none")

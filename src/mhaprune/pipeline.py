@@ -265,6 +265,7 @@ class PruneReport:
     wall_s: float = 0.0
     method_info: dict = field(default_factory=dict)
     kernel_notes: list = field(default_factory=list)
+    latency_target: dict | None = None
 
     def to_dict(self) -> dict:
         d = {"version": REPORT_VERSION, **asdict(self)}
@@ -435,6 +436,7 @@ def prune(
         dense=dense_cost,
         pruned=dense_cost,
         target_macs=result.plan.target_macs
+        or (result.plan.pruned_macs if cfg.target_latency is not None else None)
         or ModelCost(dense, input_size).resolve_target(cfg.target_macs, cfg.groups(), cfg.min_per_head),
         objective=obj_name,
         calibrate_s=m_info.pop("calibrate_s", 0.0),
@@ -450,8 +452,24 @@ def prune(
     report.kernel_notes = kernel_notes(pruned, device)
     for note in report.kernel_notes:
         _logger.warning("%s", note)
+    example = input_size if not isinstance(x, dict) else x
     if latency is not None:
-        report.latency = compare_latency(dense, pruned, input_size if not isinstance(x, dict) else x, latency)
+        report.latency = compare_latency(dense, pruned, example, latency)
+    predicted = result.plan.meta.get("latency")
+    if predicted:  # a latency target: measured at the setting it was predicted for
+        setting = predicted["setting"]
+        spec = LatencySpec(batch=setting["batch"], device=device, threads=setting["threads"])
+        measured = compare_latency(dense, pruned, example, spec)
+        report.latency_target = {
+            **{k: predicted[k] for k in ("target_ms", "predicted_ms", "dense_ms")},
+            "measured_ms": round(1e3 * measured.pruned_s, 4),
+            "dense_measured_ms": round(1e3 * measured.dense_s, 4),
+            "batch": setting["batch"],
+            "threads": setting["threads"],
+        }
+        _logger.info("latency: target %.2f ms, predicted %.2f ms, measured %.2f ms (batch %d, %d thread(s))",
+                     predicted["target_ms"], predicted["predicted_ms"], 1e3 * measured.pruned_s, setting["batch"],
+                     setting["threads"])  # fmt: skip
     report.wall_s = round(time.time() - t_start, 1)
     return PruneResult(pruned, result.plan, report)
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..pruning import Plan, PruneConfig
+from ..pruning import ConfigError, Plan, PruneConfig
 
 _logger = logging.getLogger(__name__)
 
@@ -151,5 +151,12 @@ def get_method(name: str) -> MethodInfo:
 
 
 def method_config(info: MethodInfo, cfg: PruneConfig) -> PruneConfig:
-    """``cfg`` with the method's defining overrides applied."""
+    """``cfg`` with the method's defining overrides applied; a latency target for a method without a latency
+    model is an error."""
+    if cfg.target_latency is not None and "target_latency" not in info.options:
+        able = [m for m in list_methods() if "target_latency" in get_method(m).options]
+        raise ConfigError(
+            f"method {info.name} prunes to a MACs target and has no latency model; a latency target works with "
+            f"{', '.join(able)} (or give {info.name} --target-macs)"
+        )
     return cfg.replace(**info.overrides) if info.overrides else cfg

@@ -39,6 +39,9 @@ _SEARCH_OPTIONS = (
     "fill",
     "min_per_head",
     "same_qk_v_width",
+    "target_latency",
+    "target_latency_batch",
+    "target_latency_threads",
     "rescale",
     "seed",
 )
@@ -104,11 +107,12 @@ def run_ours(model, ctx: MethodContext) -> MethodResult:
     info["search_reached_target"] = search_macs <= pruner.target
     if search_macs > SEARCH_SLACK * pruner.target:
         _logger.warning(
-            "the search ended with its masks at %.1f%% of the dense MACs, above the target %.1f%%, after %d steps: "
+            "the search ended with its masks at %.1f%% of the dense %s, above the target %.1f%%, after %d steps: "
             "the plan removes the rest by the indicators' ranking (repair); give the search more steps "
             "(--search-epochs) or a larger --reg-weight for a searched plan",
-            100 * search_macs / pruner.cost.dense_total,
-            100 * pruner.target / pruner.cost.dense_total,
+            100 * search_macs / pruner.budget.dense_total,
+            "MACs" if pruner.budget is pruner.cost else "latency",
+            100 * pruner.target / pruner.budget.dense_total,
             steps,
         )
     plan = pruner.plan()

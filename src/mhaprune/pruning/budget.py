@@ -4,6 +4,7 @@ repair/fill that turns per-channel rankings into a plan with MACs ≤ target."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 import torch.nn as nn
@@ -210,17 +211,26 @@ def plan_from_rankings(
             order = torch.argsort(s, dim=1, descending=True, stable=True)[:, : widths[lc.path][g]]
             keep[g] = torch.sort(order, dim=1).values.tolist()
         layers[lc.path] = LayerPlan(lc.adapter.kind, {g: list(lc.shapes[g]) for g in keep}, keep)
-    pruned_macs = cost.total({p: dict(w) for p, w in widths.items()})
+    # a latency budget (cost.latency.LatencyCost) counts milliseconds; the plan still records MACs
+    macs = getattr(cost, "macs_cost", None) or cost
+    meta = dict(meta or {})
+    if macs is not cost:
+        meta["latency"] = {
+            "target_ms": target,
+            "predicted_ms": round(cost.total(widths), 4),
+            "dense_ms": round(cost.dense_total, 4),
+            "setting": dataclasses.asdict(cost.setting),
+        }
     plan = Plan(
         layers,
-        list(cost.input_size),
-        cost.dense_total,
-        cost.dense_params,
-        pruned_macs,
+        list(macs.input_size),
+        macs.dense_total,
+        macs.dense_params,
+        macs.total({p: dict(w) for p, w in widths.items()}),
         0,
-        target,
+        target if macs is cost else None,
         getattr(model, "arch_name", None),
-        meta or {},
+        meta,
     )
     plan.pruned_params = plan_params(model, plan)
     return plan

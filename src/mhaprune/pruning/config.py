@@ -54,6 +54,36 @@ def parse_macs(value, dense_macs: int | None = None) -> int:
     return int(value)
 
 
+_TIME = {"MS": 1.0, "S": 1000.0, "US": 1e-3}
+
+
+def parse_latency(value, dense_ms: float | None = None) -> float:
+    """A latency target in milliseconds: ``"20ms"``, ``"0.02s"``, ``"500us"``, or a fraction / percentage of the
+    dense model's latency (``0.7``, ``"70%"``)."""
+    text = str(value).strip()
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)", text)
+    unit = m.group(2).upper() if m else None
+    if m is None or (unit not in _TIME and unit not in ("", "%")):
+        raise ConfigError(
+            f"cannot read latency target {value!r}; use a time like 20ms / 0.02s / 500us, or a fraction of the "
+            f"dense latency like 0.7 or 70%"
+        )
+    num = float(m.group(1))
+    if unit in _TIME:
+        if num <= 0:
+            raise ConfigError(f"latency target must be > 0, got {value!r}")
+        return num * _TIME[unit]
+    frac = num / 100 if unit == "%" else num
+    if not 0 < frac < 1:
+        raise ConfigError(
+            f"latency target {value!r} as a fraction of the dense latency must be between 0 and 1 (e.g. 0.7 or "
+            f"70%); for a time give its unit (20ms)"
+        )
+    if dense_ms is None:
+        raise ConfigError("a fractional latency target needs the dense latency")
+    return frac * dense_ms
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """Options of the method (``method.md`` §2). MACs are per image; see ``docs`` for every choice.
@@ -61,6 +91,13 @@ class PruneConfig:
     Args:
         target_macs: fraction of the dense MACs (``0.7``), a percentage (``"70%"``), or an absolute count
             (``"1.2G"``, ``35e6``).
+        target_latency: prune to a latency instead of MACs: ``"20ms"`` (per forward of ``target_latency_batch``
+            inputs, fp32, on the search's device with ``target_latency_threads`` CPU threads), or a fraction /
+            percentage of the dense latency (``0.7``, ``"70%"``). The search's regulariser and the final repair /
+            fill then use a per-layer latency model of the device (:mod:`mhaprune.cost.latency`: lookup tables over
+            kept widths, measured once and cached) in place of the MACs; ``target_macs`` is not used.
+        target_latency_batch: batch size the latency target is for.
+        target_latency_threads: CPU threads the latency target is for (default: torch's current setting).
         prune_qk / prune_v / prune_mlp: prune the Q/K, the V and the MLP-hidden channel groups.
         threshold: how many channels a layer keeps: ``"raw"`` counts ``m > 0`` (the similarity weights ``α`` then
             decide which channels of each head are kept); ``"sigmoid"`` counts ``α·σ(m) > 0.5`` (``α`` also moves
@@ -105,6 +142,9 @@ class PruneConfig:
     """
 
     target_macs: float | int | str = field(default=0.7, metadata={"metavar": "T"})
+    target_latency: float | str | None = field(default=None, metadata={"metavar": "T"})
+    target_latency_batch: int = field(default=32, metadata={"metavar": "N"})
+    target_latency_threads: int | None = field(default=None, metadata={"metavar": "N"})
     prune_qk: bool = True
     prune_v: bool = True
     prune_mlp: bool = True
@@ -153,6 +193,11 @@ class PruneConfig:
             raise ConfigError(f"weight_lr_scale must be >= 0 (0 freezes the weights), got {self.weight_lr_scale}")
         if isinstance(self.target_macs, str):
             parse_macs(self.target_macs, dense_macs=1)  # validates the unit early
+        if self.target_latency is not None:
+            parse_latency(self.target_latency, dense_ms=1.0)
+        threads = self.target_latency_threads
+        if self.target_latency_batch < 1 or (threads is not None and threads < 1):
+            raise ConfigError("target_latency_batch and target_latency_threads must be >= 1")
 
     def groups(self) -> set[str]:
         """The pruned channel groups: ``qk``, ``v``, ``hidden``."""

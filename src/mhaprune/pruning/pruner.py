@@ -22,7 +22,7 @@ import torch.nn as nn
 from ..adapters import no_weight_decay, unconverted_modules
 from ..cost import call_model
 from .budget import ModelCost, plan_from_rankings
-from .config import PruneConfig
+from .config import ConfigError, PruneConfig, parse_latency
 from .gates import GroupState, install_gates, reweight_multipliers
 from .groups import padded_width
 from .init import linear_attention_difference, output_difference, zscore
@@ -82,7 +82,12 @@ class Pruner:
                 f"your own module layout register an adapter (docs/architecture.md)"
             )
         self.groups_pruned = cfg.groups()
-        self.target = self.cost.resolve_target(cfg.target_macs, self.groups_pruned, cfg.min_per_head)
+        # what the budget counts: MACs, or the device's latency model (same interface, in milliseconds)
+        self.budget = self.cost
+        if cfg.target_latency is not None:
+            self.budget, self.target = _latency_budget(model, example_inputs, cfg, self.groups_pruned, self.cost)
+        else:
+            self.target = self.cost.resolve_target(cfg.target_macs, self.groups_pruned, cfg.min_per_head)
         self.states: dict[str, dict[str, GroupState]] = {}
         self.step_count = 0
         self.below_target_steps = 0
@@ -280,16 +285,17 @@ class Pruner:
 
     def soft_macs(self) -> torch.Tensor:
         """MACs of the adjusted masks, differentiable through the straight-through estimator."""
-        total = torch.tensor(float(self.cost.const))
-        for lc in self.cost.layers:
+        total = torch.tensor(float(self.budget.const))
+        for lc in self.budget.layers:
             states = self.states.get(lc.path, {})
             totals = {g: st.ste_mask().sum() for g, st in states.items() if st.prunable}
             total = total + lc.macs_total(totals)
         return total
 
     def current_macs(self) -> int:
-        """Deployable MACs of the current hard masks (heads padded to the widest one when not equal)."""
-        return self.cost.total(self._hard_widths())
+        """Deployable MACs of the current hard masks (heads padded to the widest one when not equal); with a latency
+        target, their predicted latency in milliseconds."""
+        return self.budget.total(self._hard_widths())
 
     def regularization_loss(self) -> torch.Tensor:
         """``λ · R(MACs(M), T)``; add it to the task loss at every search step."""
@@ -338,7 +344,9 @@ class Pruner:
                 st.freeze()
             st.collect = False
         self._collecting = False
-        _logger.info("masks frozen at step %d (MACs %d, target %d)", self.step_count, self.current_macs(), self.target)
+        _logger.info(
+            "masks frozen at step %d (budget %g, target %g)", self.step_count, self.current_macs(), self.target
+        )
 
     def state_dict(self) -> dict:
         return {
@@ -383,7 +391,7 @@ class Pruner:
         widths = {p: {g: widths[p][g] for g in sc} for p, sc in scores.items()}
         return plan_from_rankings(
             self.model,
-            self.cost,
+            self.budget,
             scores,
             widths,
             self.target,
@@ -427,3 +435,35 @@ class Pruner:
         self.states = {}
         apply_plan(self.model, plan)
         return self.model
+
+
+def _latency_budget(model, example_inputs, cfg, groups, macs_cost):
+    """The latency model of the device the model is on (at the config's batch and threads) and the target in
+    milliseconds, checked against what the widths can reach."""
+    from ..cost.latency import LatencyCost
+
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else "cpu"
+    budget = LatencyCost(model, example_inputs, groups, batch=cfg.target_latency_batch, device=device,
+                         threads=cfg.target_latency_threads, macs_cost=macs_cost)  # fmt: skip
+    ms, dense = parse_latency(cfg.target_latency, budget.dense_total), budget.dense_total
+    if budget.const < 0:
+        _logger.warning(
+            "the per-layer latency tables add up to more than the measured dense model (%.2f ms vs %.2f ms): they "
+            "were measured on a busy machine, so predictions are unreliable; measure again on a quiet one (delete %s)",
+            dense - budget.const, dense, budget.path,
+        )  # fmt: skip
+    where = f"batch {budget.setting.batch}, {budget.setting.threads} thread(s), {budget.setting.device_name}"
+    if ms >= dense:
+        raise ConfigError(
+            f"latency target {ms:.2f} ms is not below the dense model's {dense:.2f} ms ({where}); choose a smaller "
+            f"target, e.g. 0.7 for 70% of it"
+        )
+    floor = budget.min_total(groups, cfg.min_per_head)
+    if ms < floor:
+        raise ConfigError(
+            f"latency target {ms:.2f} ms is below the fastest reachable model ({floor:.2f} ms predicted, "
+            f"{100 * floor / dense:.0f}% of dense, {where}, with {cfg.min_per_head} channel(s) per head in every "
+            f"pruned group: the unpruned parts take that long); choose a larger target"
+        )
+    return budget, ms

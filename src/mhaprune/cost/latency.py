@@ -1,0 +1,291 @@
+"""A latency model of the device: per-layer lookup tables over kept widths, measured once and cached.
+
+Every prunable module (attention, MLP) is timed alone, on the inputs it receives in a forward of the whole model at
+the stated batch, sliced to a grid of kept channels per head: 1, 1/8, 1/4, 1/2, 3/4 and all of each pruned group
+(Q/K × V for attention, so a 6 × 6 table; the hidden width for an MLP). Between grid points the latency is
+interpolated (multilinear, differentiable in the widths, so the search's regulariser can use it like the MACs).
+The rest of the model is one constant: the measured latency of the dense model minus its layers' table values. A
+model's predicted latency is ``const + Σ layer(widths)`` (NViT and Kwon et al. budget latency this way).
+
+Tables are cached as JSON under ``$MHAPRUNE_CACHE`` (default ``~/.cache/mhaprune``)/``latency/``, one file per device
+setting (the device's name, CPU threads, torch version, dtype, batch), each entry keyed by the layer's signature
+(module type, widths, input shapes). A file whose setting differs is never read; an entry for another layer is
+ignored; files are written to a temp file and renamed, so a crash never leaves half a table.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..adapters import prunable_modules
+from ..utils import atomic_write_text
+from ..utils.meta import cpu_model
+from .macs import call_model
+
+_logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+GRID = (0.125, 0.25, 0.5, 0.75, 1.0)  # fractions of a group's width, plus 1 channel
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MHAPRUNE_CACHE") or Path.home() / ".cache" / "mhaprune") / "latency"
+
+
+def device_name(device: str | torch.device) -> str:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores)"
+
+
+@dataclass(frozen=True)
+class DeviceSetting:
+    """What a latency table depends on besides the layer: the device, threads, software and the call."""
+
+    device: str
+    device_name: str
+    threads: int
+    torch: str
+    dtype: str
+    batch: int
+    version: int = CACHE_VERSION
+
+    @classmethod
+    def current(cls, device="cpu", batch: int = 32, dtype: torch.dtype = torch.float32, threads: int | None = None):
+        dev = torch.device(device)
+        return cls(dev.type, device_name(dev), threads or torch.get_num_threads(), torch.__version__,
+                   str(dtype).removeprefix("torch."), batch)  # fmt: skip
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def time_call(fn, device="cpu", repeats: int = 15, warmup: int = 3) -> float:
+    """Median milliseconds of ``fn()`` after ``warmup`` calls."""
+    dev = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(dev)
+        t = time.perf_counter()
+        fn()
+        _sync(dev)
+        times.append(time.perf_counter() - t)
+    return 1e3 * sorted(times)[len(times) // 2]
+
+
+def grid_widths(full: int) -> list[int]:
+    return sorted({1, *(max(1, round(f * full)) for f in GRID)})
+
+
+def interpolate(axes: list[list[int]], values: torch.Tensor, point: list) -> torch.Tensor:
+    """Multilinear interpolation of ``values`` (one dimension per axis) at ``point`` (floats or 0-d tensors, one per
+    axis); linear extrapolation beyond the grid; differentiable in ``point``."""
+    index, weight = [], []
+    for xs, w in zip(axes, point):
+        if len(xs) == 1:
+            index.append(0)
+            weight.append(None)
+            continue
+        wf = float(w.detach()) if torch.is_tensor(w) else float(w)
+        i = max(0, min(len(xs) - 2, next((j for j in range(len(xs) - 1) if wf < xs[j + 1]), len(xs) - 2)))
+        index.append(i)
+        weight.append((w - xs[i]) / (xs[i + 1] - xs[i]))
+    out = 0.0
+    for corner in itertools.product(*[(0,) if t is None else (0, 1) for t in weight]):
+        v = values[tuple(i + c for i, c in zip(index, corner))]
+        f = 1.0
+        for c, t in zip(corner, weight):
+            if t is not None:
+                f = f * (t if c else 1 - t)
+        out = out + f * v
+    return out
+
+
+class LayerLatency:
+    """One prunable module's latency table, with the interface of :class:`~mhaprune.pruning.budget.LayerCost`
+    (``macs`` / ``macs_total`` return milliseconds here)."""
+
+    def __init__(self, path: str, module: nn.Module, adapter, axes: dict[str, list[int]], values: torch.Tensor):
+        self.path, self.module, self.adapter = path, module, adapter
+        self.shapes = dict(adapter.groups(module))
+        self.axes, self.values = axes, values
+
+    def latency(self, per_head: dict[str, float]):
+        point = [per_head.get(g, self.shapes[g][1]) for g in self.axes]
+        return interpolate(list(self.axes.values()), self.values, point).clamp_min(0.0)
+
+    macs = latency  # the budget's unit (greedy repair / fill and the regulariser call it ``macs``)
+
+    def macs_total(self, totals: dict):
+        return self.latency({g: t / self.shapes[g][0] for g, t in totals.items()})
+
+
+def _shapes(x):
+    if torch.is_tensor(x):
+        return [list(x.shape), str(x.dtype)]
+    if isinstance(x, (list, tuple)):
+        return [_shapes(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _shapes(v) for k, v in sorted(x.items())}
+    return repr(x)
+
+
+def _signature(module: nn.Module, adapter, args, kwargs, groups) -> str:
+    """The layer as the table sees it: type, configuration, groups and input shapes (not the weights' values)."""
+    text = json.dumps([type(module).__qualname__, adapter.kind, module.extra_repr(), sorted(groups),
+                       sorted(adapter.groups(module).items()), _shapes(args), _shapes(kwargs)])  # fmt: skip
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _inputs(model: nn.Module, example_inputs, entries) -> dict[str, tuple]:
+    """The positional and keyword inputs of every prunable module in one forward of ``example_inputs``."""
+    seen: dict[str, tuple] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, a, kw, p=p: seen.setdefault(p, (a, kw)), with_kwargs=True)
+             for p, m, _ in entries]  # fmt: skip
+    try:
+        with torch.no_grad():
+            call_model(model, example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def _repeat_rows(x, n: int):
+    if torch.is_tensor(x):
+        reps = -(-n // len(x))
+        return x.repeat(reps, *([1] * (x.ndim - 1)))[:n]
+    return {k: _repeat_rows(v, n) for k, v in x.items()}
+
+
+class LatencyCost:
+    """Predicted latency (milliseconds per forward) of ``model`` as a function of the kept widths, with the interface
+    of :class:`~mhaprune.pruning.budget.ModelCost` (``layers``, ``const``, ``total``, ``dense_total``), so that the
+    search's regulariser and the plan's repair / fill use it where they use MACs.
+
+    Args:
+        model: the dense model (plain, before any gates).
+        example_inputs: a batch (or a dict of tensors) of the model's inputs; rows are repeated to ``batch``.
+        groups: the pruned channel groups (the tables vary these; the others stay at full width).
+        batch / dtype / device / threads: the setting the latency is for.
+        cache: read and write the cached tables (``False``: measure every table).
+        macs_cost: the model's :class:`~mhaprune.pruning.budget.ModelCost` (plans built with this budget record
+            their MACs from it).
+    """
+
+    def __init__(self, model: nn.Module, example_inputs, groups=("qk", "v", "hidden"), batch: int = 32,
+                 dtype: torch.dtype = torch.float32, device="cpu", threads: int | None = None, cache: bool = True,
+                 repeats: int = 15, macs_cost=None):  # fmt: skip
+        self.setting = DeviceSetting.current(device, batch, dtype, threads)
+        self.macs_cost = macs_cost  # the model's ModelCost: plans built on this budget still record their MACs
+        self.device, self.dtype, self.repeats = torch.device(device), dtype, repeats
+        old = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            self._build(model, example_inputs, set(groups), cache)
+        finally:
+            torch.set_num_threads(old)
+
+    @property
+    def path(self) -> Path:
+        return cache_root() / f"{self.setting.key()}.json"
+
+    def _load(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if data.get("setting") != asdict(self.setting):  # another device, threads or torch: never used
+            return {}
+        return data.get("entries", {})
+
+    def _save(self, entries: dict) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            current = self._load()  # another process may have added entries meanwhile
+            data = {"setting": asdict(self.setting), "entries": {**current, **entries}}
+            atomic_write_text(self.path, json.dumps(data))
+        except OSError as e:  # a read-only home: the tables still work for this run
+            _logger.warning("could not write the latency cache %s (%s); the tables are measured again next time",
+                            self.path, e)  # fmt: skip
+
+    def _build(self, model: nn.Module, example_inputs, groups: set[str], cache: bool) -> None:
+        model = copy.deepcopy(model).eval().to(self.device, self.dtype)
+        x = _repeat_rows(example_inputs, self.setting.batch)
+        x = {k: v.to(self.device) for k, v in x.items()} if isinstance(x, dict) else x.to(self.device, self.dtype)
+        entries = prunable_modules(model)
+        inputs = _inputs(model, x, entries)
+        stored = self._load() if cache else {}
+        new: dict = {}
+        sigs = []
+        self.layers: list[LayerLatency] = []
+        for path, module, adapter in entries:
+            if path not in inputs:
+                continue
+            args, kwargs = inputs[path]
+            pruned = [g for g in adapter.groups(module) if g in groups]
+            sig = _signature(module, adapter, args, kwargs, pruned)
+            sigs.append([path, sig])
+            entry = stored.get(sig) or new.get(sig)
+            if entry is None:
+                entry = self._measure(module, adapter, args, kwargs, pruned)
+                new[sig] = entry
+            axes = {g: list(w) for g, w in entry["axes"].items()}
+            values = torch.tensor(entry["ms"], dtype=torch.float64)
+            self.layers.append(LayerLatency(path, module, adapter, axes, values))
+        whole = [type(model).__qualname__, getattr(model, "arch_name", None), sigs, _shapes(x)]
+        dense_key = "model:" + hashlib.sha1(json.dumps(whole).encode()).hexdigest()
+        dense = (stored.get(dense_key) or {}).get("ms")
+        if dense is None:
+            dense = time_call(lambda: call_model(model, x), self.device, self.repeats)
+            new[dense_key] = {"ms": dense}
+        self.dense_measured = float(dense)
+        self.const = self.dense_measured - sum(float(lc.latency({})) for lc in self.layers)
+        self.dense_total = self.dense_measured
+        if new and cache:
+            self._save(new)
+        _logger.info("latency tables: %d layer(s), %d measured, dense %.2f ms (batch %d, %d threads, %s)",
+                     len(self.layers), len(new), self.dense_measured, self.setting.batch, self.setting.threads,
+                     self.setting.device_name)  # fmt: skip
+
+    def _measure(self, module, adapter, args, kwargs, pruned: list[str]) -> dict:
+        shapes = adapter.groups(module)
+        axes = {g: grid_widths(shapes[g][1]) for g in pruned}
+        values = torch.zeros([len(w) for w in axes.values()])
+        for index in itertools.product(*[range(len(w)) for w in axes.values()]):
+            m = copy.deepcopy(module)
+            keep = {g: torch.arange(axes[g][i], device=self.device).expand(shapes[g][0], -1)
+                    for g, i in zip(axes, index)}  # fmt: skip
+            if keep:
+                adapter.slice(m, keep)
+            values[index] = time_call(lambda m=m: m(*args, **kwargs), self.device, self.repeats)
+        return {"axes": axes, "ms": values.tolist()}
+
+    def total(self, per_head: dict[str, dict[str, int]]) -> float:
+        return float(self.const + sum(float(lc.latency(per_head.get(lc.path, {}))) for lc in self.layers))
+
+    def min_total(self, groups: set[str], min_per_head: int = 1) -> float:
+        return self.total(
+            {lc.path: {g: min(min_per_head, lc.shapes[g][1]) for g in lc.shapes if g in groups} for lc in self.layers}
+        )

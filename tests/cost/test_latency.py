@@ -1,0 +1,153 @@
+"""The latency model: tables measured once per device setting and layer, cached atomically, stale ones ignored;
+interpolation; the latency target in the search and the plan."""
+
+import json
+
+import pytest
+import torch
+
+import mhaprune
+from mhaprune.cost import latency as lat
+from mhaprune.pruning import PruneConfig, Pruner
+from mhaprune.pruning.config import ConfigError, parse_latency
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MHAPRUNE_CACHE", str(tmp_path))
+    return tmp_path / "latency"
+
+
+@pytest.fixture
+def timed(monkeypatch):
+    """Counts the timed calls (each a real measurement)."""
+    calls = []
+    real = lat.time_call
+
+    def counting(fn, device="cpu", repeats=15, warmup=3):
+        calls.append(1)
+        return real(fn, device, repeats=2, warmup=1)
+
+    monkeypatch.setattr(lat, "time_call", counting)
+    return calls
+
+
+def _model():
+    model = mhaprune.create_model("deit_micro").eval()
+    return model, torch.randn(2, *model.input_size)
+
+
+def test_tables_are_measured_once_and_cached(cache, timed):
+    model, x = _model()
+    a = lat.LatencyCost(model, x, batch=4, threads=1)
+    n = len(timed)
+    assert n == 36 + 6 + 1  # one attention table (6x6), one MLP table (6), the dense model: repeated blocks share
+    files = list(cache.iterdir())
+    assert len(files) == 1 and not [f for f in cache.iterdir() if f.name.startswith(".")]  # no temp file left
+    b = lat.LatencyCost(model, x, batch=4, threads=1)
+    assert len(timed) == n  # nothing measured again
+    assert b.total({}) == pytest.approx(a.total({})) and b.dense_total == pytest.approx(a.dense_total)
+    assert a.total({}) == pytest.approx(a.dense_total)  # the dense widths predict the measured dense latency
+
+
+@pytest.mark.parametrize("change", [{"threads": 2}, {"batch": 8}])
+def test_another_setting_is_another_table(cache, timed, change):
+    model, x = _model()
+    lat.LatencyCost(model, x, **{"batch": 4, "threads": 1})
+    n = len(timed)
+    lat.LatencyCost(model, x, **{"batch": 4, "threads": 1, **change})
+    assert len(timed) == 2 * n and len(list(cache.iterdir())) == 2
+
+
+def test_stale_and_broken_files_are_ignored(cache, timed):
+    model, x = _model()
+    first = lat.LatencyCost(model, x, batch=4, threads=1)
+    n = len(timed)
+    data = json.loads(first.path.read_text())
+    data["setting"]["torch"] = "0.0.1"  # written by another torch version under this file name
+    first.path.write_text(json.dumps(data))
+    lat.LatencyCost(model, x, batch=4, threads=1)
+    assert len(timed) == 2 * n  # measured again, and the file rewritten for this setting
+    assert json.loads(first.path.read_text())["setting"]["torch"] == torch.__version__
+    first.path.write_text("{not json")
+    lat.LatencyCost(model, x, batch=4, threads=1)
+    assert len(timed) == 3 * n
+
+
+def test_entries_of_other_layers_are_kept_and_not_used(cache, timed):
+    model, x = _model()
+    lat.LatencyCost(model, x, batch=4, threads=1)
+    n = len(timed)
+    other = mhaprune.create_model("deit_micro", embed_dim=64, num_heads=2).eval()
+    lat.LatencyCost(other, x, batch=4, threads=1)
+    m = len(timed)
+    assert m > n  # its layers have other widths: measured
+    entries = json.loads(next(cache.iterdir()).read_text())["entries"]
+    assert len(entries) == 6  # both models' attention, MLP and dense entries in the one file
+    lat.LatencyCost(model, x, batch=4, threads=1)
+    lat.LatencyCost(other, x, batch=4, threads=1)
+    assert len(timed) == m  # neither measured again
+
+
+def test_unwritable_cache_still_predicts(tmp_path, monkeypatch, timed, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("MHAPRUNE_CACHE", str(blocker))  # a file where the folder should be
+    model, x = _model()
+    cost = lat.LatencyCost(model, x, batch=4, threads=1)
+    assert cost.total({}) > 0 and "could not write the latency cache" in caplog.text
+
+
+def test_interpolation_is_exact_on_the_grid_and_linear_between():
+    axes = [[1, 4, 8], [2, 6]]
+    values = torch.tensor([[1.0, 2.0], [4.0, 7.0], [9.0, 9.5]], dtype=torch.float64)
+    for i, a in enumerate(axes[0]):
+        for j, b in enumerate(axes[1]):
+            assert float(lat.interpolate(axes, values, [a, b])) == pytest.approx(float(values[i, j]))
+    assert float(lat.interpolate(axes, values, [6, 2])) == pytest.approx((4 + 9) / 2)
+    assert float(lat.interpolate(axes, values, [4, 4])) == pytest.approx((4 + 7) / 2)
+    w = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
+    lat.interpolate([[1, 4, 8]], torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64), [w]).backward()
+    assert float(w.grad) == pytest.approx((9 - 4) / 4)  # the search's gradient: the segment's slope
+
+
+@pytest.mark.parametrize(
+    "value, dense, expected", [("20ms", None, 20.0), ("0.5s", None, 500.0), ("250us", None, 0.25),
+                               (0.7, 10.0, 7.0), ("70%", 10.0, 7.0)]  # fmt: skip
+)
+def test_parse_latency(value, dense, expected):
+    assert parse_latency(value, dense) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("value, msg", [("20 parsecs", "cannot read latency target"), (1.5, "between 0 and 1"),
+                                        ("0ms", "must be > 0"), ("fast", "cannot read")])  # fmt: skip
+def test_parse_latency_errors(value, msg):
+    with pytest.raises(ConfigError, match=msg):
+        parse_latency(value, 10.0)
+
+
+def test_latency_target_plan(cache, timed):
+    model, x = _model()
+    cfg = PruneConfig(target_latency=0.6, target_latency_batch=4, target_latency_threads=1)
+    pruner = Pruner(model, cfg, x)
+    pruner.prepare()
+    assert pruner.budget is not pruner.cost and pruner.target == pytest.approx(0.6 * pruner.budget.dense_total)
+    assert pruner.regularization_loss().requires_grad
+    plan = pruner.plan()
+    info = plan.meta["latency"]
+    assert info["predicted_ms"] <= info["target_ms"] and info["setting"]["threads"] == 1
+    assert plan.target_macs is None and plan.pruned_macs < plan.dense_macs  # the plan still counts MACs
+    assert plan.pruned_macs == mhaprune.count_macs(pruner.convert(plan)).total
+
+
+def test_unreachable_latency_targets(cache, timed):
+    model, x = _model()
+    with pytest.raises(ConfigError, match="not below the dense"):
+        Pruner(model, PruneConfig(target_latency="10000ms", target_latency_batch=4, target_latency_threads=1), x)
+    cost = lat.LatencyCost(model, x, batch=4, threads=1)  # the cached tables the pruner used
+    floor = cost.min_total({"qk", "v", "hidden"})
+    if floor <= 0:
+        pytest.skip(f"the tables were measured on a busy machine (predicted floor {floor:.2f} ms)")
+    with pytest.raises(ConfigError, match="fastest reachable"):
+        Pruner(model, PruneConfig(target_latency=f"{floor / 2}ms", target_latency_batch=4,
+                                  target_latency_threads=1), x)  # fmt: skip
