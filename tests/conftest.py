@@ -10,6 +10,15 @@ from mhaprune.utils import seed_all
 collect_ignore = [] if importlib.util.find_spec("timm") else ["interop/test_timm.py"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _latency_cache(tmp_path_factory):
+    """The latency tables of the tests (and of the CLI commands they run) go to a scratch folder, not ~/.cache."""
+    import os
+
+    os.environ["MHAPRUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     seed_all(0)

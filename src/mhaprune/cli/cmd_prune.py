@@ -275,12 +275,14 @@ def _stage_configs(opts: dict, recipe, n_train: int, device: str, progress: bool
 
 
 def run(args) -> int:
+    import torch
+
     from ..data import build_data
     from ..data.text import copy_tokenizer
     from ..export import model_card, save_pruned
     from ..methods import get_method, method_config
     from ..pipeline import LatencySpec, prune
-    from ..pruning import ModelCost
+    from ..pruning import ModelCost, latency_budget
     from ..train import CHECKPOINT, read_checkpoint
     from ..utils import atomic_write_json, atomic_write_text, checksum_path, run_metadata, seed_all, write_error
     from ._common import (
@@ -330,6 +332,8 @@ def run(args) -> int:
         if opts["text_file"]:
             raise UserError(f"--text-file goes with a text encoder (--hf DIR); {model.arch_name} takes images")
         ModelCost(model, model.input_size).resolve_target(cfg.target_macs, cfg.groups(), cfg.min_per_head)
+        if cfg.target_latency is not None:  # measures the device's tables (cached for the run) and checks the target
+            latency_budget(model, torch.randn(1, *model.input_size), cfg, device=device)
         splits = build_data(
             opts["data"], model.input_size, opts["data_dir"], augment=not opts["no_augment"], fit=opts["fit"],
             channels=opts["channels"],

@@ -6,7 +6,7 @@ from .budget import ModelCost, plan_from_rankings, uniform_widths
 from .config import ConfigError, PruneConfig, parse_macs
 from .oneshot import fisher_plan, fisher_scores, oneshot_prune, rescale_outputs
 from .plan import LayerPlan, Plan, PlanError
-from .pruner import Pruner
+from .pruner import Pruner, latency_budget
 from .surgery import apply_plan
 
 LinearPairMlpAdapter = MlpAdapter  # the one MLP adapter (former name)
@@ -33,6 +33,7 @@ __all__ = [
     "scored_plan",
     "parse_macs",
     "plan_from_rankings",
+    "latency_budget",
     "prunable_modules",
     "register_adapter",
     "rescale_outputs",

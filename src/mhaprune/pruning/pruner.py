@@ -85,7 +85,7 @@ class Pruner:
         # what the budget counts: MACs, or the device's latency model (same interface, in milliseconds)
         self.budget = self.cost
         if cfg.target_latency is not None:
-            self.budget, self.target = _latency_budget(model, example_inputs, cfg, self.groups_pruned, self.cost)
+            self.budget, self.target = latency_budget(model, example_inputs, cfg, self.cost)
         else:
             self.target = self.cost.resolve_target(cfg.target_macs, self.groups_pruned, cfg.min_per_head)
         self.states: dict[str, dict[str, GroupState]] = {}
@@ -437,13 +437,15 @@ class Pruner:
         return self.model
 
 
-def _latency_budget(model, example_inputs, cfg, groups, macs_cost):
-    """The latency model of the device the model is on (at the config's batch and threads) and the target in
-    milliseconds, checked against what the widths can reach."""
+def latency_budget(model: nn.Module, example_inputs, cfg: PruneConfig, macs_cost=None, device=None):
+    """``(LatencyCost, target in ms)``: the latency model of ``device`` (default: where the model is) at the
+    config's batch and threads (measured once, then cached), and ``cfg.target_latency`` checked against what the
+    widths can reach (a :class:`ConfigError` says why not)."""
     from ..cost.latency import LatencyCost
 
+    groups = cfg.groups()
     param = next(model.parameters(), None)
-    device = param.device if param is not None else "cpu"
+    device = device or (param.device if param is not None else "cpu")
     budget = LatencyCost(model, example_inputs, groups, batch=cfg.target_latency_batch, device=device,
                          threads=cfg.target_latency_threads, macs_cost=macs_cost)  # fmt: skip
     ms, dense = parse_latency(cfg.target_latency, budget.dense_total), budget.dense_total
