@@ -1,0 +1,129 @@
+"""The latency model against the clock: predicted vs measured latency of random plans, and latency-target plans.
+
+    python -m benchmarks.latency_model                       # deit_small and flatten_swin_tiny (random weights)
+    python -m benchmarks.latency_model --models deit_micro --plans 5 --targets 0.7   # a quick check
+
+For each model: the per-layer tables of ``mhaprune.cost.latency`` (batch ``--batch``, ``--threads`` CPU threads,
+fp32; measured fresh into ``--cache``), then ``--plans`` random plans — every prunable group of every layer at its
+own random width per head, uniform in [1, full] — each predicted by the tables and measured (median of
+``--repeats`` forwards of the sliced model); the dense model is measured again beside them. Then, per target in
+``--targets`` (fractions of the dense latency), ours' plan from its initialised indicators (no search steps:
+latency depends on the widths, not on which channels are kept) under ``target_latency``, predicted and measured.
+Run it on a quiet machine: a busy one makes every measurement, the tables included, meaningless.
+
+Writes ``latency_model.json`` / ``.csv`` (machine, versions, git hash, command) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import mhaprune
+from mhaprune.cost.latency import LatencyCost, time_call
+from mhaprune.pruning import PruneConfig, Pruner, apply_plan
+from mhaprune.pruning.budget import plan_from_rankings
+from mhaprune.utils import atomic_write_json, run_metadata, seed_all
+
+from ._io import write_csv
+
+
+def random_widths(cost: LatencyCost, rng: random.Random) -> dict:
+    return {lc.path: {g: rng.randint(1, lc.shapes[g][1]) for g in lc.axes} for lc in cost.layers}
+
+
+def measured_ms(model, x, args) -> float:
+    model = model.eval()
+    return time_call(lambda: model(x), "cpu", repeats=args.repeats)
+
+
+def run_model(name: str, args, rows: list[dict]) -> None:
+    seed_all(0)
+    model = mhaprune.create_model(name).eval()
+    x = torch.randn(args.batch, *model.input_size)
+    t0 = time.time()
+    cost = LatencyCost(model, x[:1], batch=args.batch, threads=args.threads, repeats=args.repeats)
+    table_s = round(time.time() - t0, 1)
+    dense_again = measured_ms(model, x, args)
+    rows.append({"model": name, "kind": "dense", "predicted_ms": round(cost.dense_total, 3),
+                 "measured_ms": round(dense_again, 3), "tables_s": table_s})  # fmt: skip
+    rng = random.Random(0)
+    scores = {lc.path: {g: torch.rand(*lc.shapes[g]) for g in lc.axes} for lc in cost.layers}
+    from mhaprune.pruning import ModelCost
+
+    macs = ModelCost(model, model.input_size)
+    for i in range(args.plans):
+        widths = random_widths(cost, rng)
+        plan = plan_from_rankings(model, macs, scores, widths, None)
+        pruned = apply_plan(copy.deepcopy(model), plan)
+        pred, meas = cost.total(widths), measured_ms(pruned, x, args)
+        kept = round(plan.pruned_macs / plan.dense_macs, 4)
+        rows.append({"model": name, "kind": "random", "plan": i, "macs_kept": kept, "predicted_ms": round(pred, 3),
+                     "measured_ms": round(meas, 3),
+                     "error": round((pred - meas) / meas, 4)})  # fmt: skip
+    for target in args.targets:
+        cfg = PruneConfig(target_latency=target, target_latency_batch=args.batch, target_latency_threads=args.threads)
+        work = copy.deepcopy(model)
+        pruner = Pruner(work, cfg, x[:8])
+        pruner.prepare()
+        plan = pruner.plan()
+        pruned = pruner.convert(plan)
+        info, meas = plan.meta["latency"], measured_ms(pruned, x, args)
+        rows.append({"model": name, "kind": "target", "target": target, "target_ms": round(info["target_ms"], 3),
+                     "predicted_ms": info["predicted_ms"], "measured_ms": round(meas, 3),
+                     "measured_vs_target": round(meas / info["target_ms"], 4),
+                     "macs_kept": round(plan.pruned_macs / plan.dense_macs, 4),
+                     "error": round((info["predicted_ms"] - meas) / meas, 4)})  # fmt: skip
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    out = []
+    for name in dict.fromkeys(r["model"] for r in rows):
+        errs = [abs(r["error"]) for r in rows if r["model"] == name and r["kind"] == "random"]
+        targets = [r for r in rows if r["model"] == name and r["kind"] == "target"]
+        out.append({"model": name, "random_plans": len(errs),
+                    "median_abs_error": round(statistics.median(errs), 4) if errs else None,
+                    "max_abs_error": round(max(errs), 4) if errs else None,
+                    "worst_measured_vs_target": max((r["measured_vs_target"] for r in targets),
+                                                    default=None)})  # fmt: skip
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=["deit_small", "flatten_swin_tiny"])
+    p.add_argument("--plans", type=int, default=20)
+    p.add_argument("--targets", type=float, nargs="+", default=[0.7, 0.5])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--cache", help="latency cache folder (default: a fresh temporary one, so tables are measured)")
+    p.add_argument("--out", default="benchmarks/results/latency_model")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MHAPRUNE_CACHE"] = args.cache or tmp
+        t0 = time.time()
+        for name in args.models:
+            run_model(name, args, rows)
+            result = {"meta": {**run_metadata(), "args": vars(args), "wall_s": round(time.time() - t0, 1)},
+                      "summary": summarise(rows), "rows": rows}  # fmt: skip
+            atomic_write_json(out / "latency_model.json", result)
+            write_csv(out / "latency_model.csv", rows, ("model", "kind", "plan", "target"))
+            print(summarise(rows)[-1], flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
