@@ -2,6 +2,8 @@
 
 python -m benchmarks.tables accuracy benchmarks/results/accuracy/accuracy.json
 python -m benchmarks.tables cost benchmarks/results/cost/cost.json
+python -m benchmarks.tables minilm benchmarks/results/minilm/minilm.json        # Table A, test split
+python -m benchmarks.tables minilm-val benchmarks/results/minilm/minilm.json    # the same on validation
 """
 
 from __future__ import annotations
@@ -46,6 +48,35 @@ def accuracy_table(result: dict) -> str:
     return "\n".join(out)
 
 
+MINILM_STAGES = ("no-ft", "short-ft", "full-ft", "full-ft-equal")
+
+
+def _mean_std(vals: list[float]) -> str:
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return f"{mean:.3f}"
+    std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def minilm_table(result: dict, split: str = "test") -> str:
+    """Table A: one row per (budget, method); per stage the cosine retention and top-10 neighbour agreement on
+    ``split``, mean ± std over the seeds (their number in the n column)."""
+    rows = result["rows"]
+    head = " | ".join(f"{s} cos | {s} nbrs" for s in MINILM_STAGES)
+    out = [f"| budget | method | n | {head} |", "|---|---|---|" + "---|" * (2 * len(MINILM_STAGES))]
+    for b in sorted({r["budget"] for r in rows}, reverse=True):
+        for m in sorted({r["method"] for r in rows if r["budget"] == b}):
+            sel = [r for r in rows if r["budget"] == b and r["method"] == m]
+            cells = []
+            for s in MINILM_STAGES:
+                st = [r for r in sel if r["stage"] == s]
+                cells += [_mean_std([r[f"{split}_{k}"] for r in st]) if st else "" for k in ("cosine", "neighbours")]
+            n = len({r["seed"] for r in sel})
+            out.append(f"| {100 * b:.0f}% | {m} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def cost_table(result: dict) -> str:
     out = [
         "| phase | wall time | epochs run | dense-epoch equivalents | per epoch vs dense | peak RSS | added RSS |",
@@ -63,11 +94,13 @@ def cost_table(result: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("table", choices=("accuracy", "cost"))
+    p.add_argument("table", choices=("accuracy", "cost", "minilm", "minilm-val"))
     p.add_argument("path", type=Path)
     args = p.parse_args(argv)
     result = json.loads(args.path.read_text())
-    print(accuracy_table(result) if args.table == "accuracy" else cost_table(result))
+    tables = {"accuracy": accuracy_table, "cost": cost_table, "minilm": minilm_table,
+              "minilm-val": lambda r: minilm_table(r, "val")}  # fmt: skip
+    print(tables[args.table](result))
     return 0
 
 

@@ -160,3 +160,45 @@ def mhaprune_dense_macs(name):
     import mhaprune
 
     return mhaprune.count_macs(mhaprune.create_model(name)).total
+
+
+def test_minilm_benchmark_equal_training_and_resume(tmp_path, text_encoder):
+    """Table A's runner on a tiny text encoder: every stage per method, the equal-training row for methods that do
+    not search (their fine-tune gets the search's steps too), variants with options, finished cells skipped."""
+    from benchmarks import minilm, tables
+
+    out = tmp_path / "a"
+    argv = ["--model-dir", str(text_encoder), "--budgets", "0.6", "--seeds", "0", "--search-steps", "3",
+            "--short-steps", "1", "--full-steps", "2", "--train-limit", "64", "--eval-limit", "24", "--calib-size",
+            "8", "--batch-size", "8", "--max-length", "16", "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert minilm.main([*argv, "--methods", "ours[indicator_lr=0.2]", "l1"]) == 0
+    res = json.loads((out / "minilm.json").read_text())
+    stages = {(r["method"], r["stage"]): r for r in res["rows"]}
+    ours = "ours[indicator_lr=0.2]"
+    assert set(stages) == {
+        (ours, "no-ft"), (ours, "short-ft"), (ours, "full-ft"),
+        ("l1", "no-ft"), ("l1", "short-ft"), ("l1", "full-ft"), ("l1", "full-ft-equal"),
+    }  # fmt: skip
+    stages = {(m.replace(ours, "ours"), s): r for (m, s), r in stages.items()}
+    assert stages[("l1", "full-ft-equal")]["finetune_steps"] == 3 + 2  # the search's steps + the fine-tune's
+    assert stages[("ours", "no-ft")]["search_steps"] == 3
+    for r in res["rows"]:
+        assert r["macs_kept"] <= 0.6 + 1e-6 and -1 <= r["test_cosine"] <= 1 and 0 <= r["val_neighbours"] <= 1
+    assert (out / "minilm.png").exists() and (out / "minilm.csv").exists()
+    assert minilm.main([*argv, "--methods", "l1", "random"]) == 0  # l1 is done: only random runs
+    again = json.loads((out / "minilm.json").read_text())
+    assert again["rows"][: len(res["rows"])] == res["rows"]
+    assert {r["method"] for r in again["rows"][len(res["rows"]) :]} == {"random"} and len(again["runs"]) == 2
+    table = tables.minilm_table(again)
+    assert "| 60% | l1 | 1 |" in table and table.count("\n") == 2 + 3 - 1
+
+
+def test_minilm_benchmark_rejects_bad_variants():
+    from benchmarks import minilm
+
+    with pytest.raises(SystemExit, match="NAME"):
+        minilm.parse_method("ours[")
+    with pytest.raises(Exception, match="indicator_lr"):
+        minilm.parse_method("ours[indicator_lr=-1]")
+    assert minilm.parse_method("ours[regularizer=squared,patience=0]") == ("ours", {"regularizer": "squared",
+                                                                                  "patience": 0})  # fmt: skip
