@@ -117,7 +117,7 @@ def cut(label: str, dense, budget: float, seed: int, splits, args):
     if name.startswith("tp-"):
         from .torch_pruning_baseline import tp_prune_to
 
-        x, _ = splits.train.collate([splits.train[i] for i in range(16)])
+        x, _ = splits.train.collate([splits.train[i] for i in range(16)], pad_to=args.max_length)
         return tp_prune_to(dense, budget, name.removeprefix("tp-"), x), {"search_steps": 0, "prune_s": None}
     info = get_method(name)
     cfg = PruneConfig(target_macs=budget, seed=seed, **options)
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     args.n_train = len(splits.train)
     dense = from_hf(model_dir).to(args.device).eval()
     score = Scorer(dense, splits, args.device)
-    score.x, _ = splits.train.collate([splits.train[0]])  # MACs at one text padded to max_length
+    score.x, _ = splits.train.collate([splits.train[0]], pad_to=args.max_length)  # MACs at max_length tokens
     score.x = {k: v.to(args.device) for k, v in score.x.items()}
     score.dense_macs = mhaprune.count_macs(dense, score.x).total
 

@@ -7,6 +7,9 @@ On ``flatten_swin_micro`` it runs but leaves a broken model: it does not know th
 ``positional_encoding`` parameters follow the Q/K channels and that the depthwise conv is shared across heads, so
 the pruned model fails at its first forward (``flatten_failure`` returns the error; measured with torch-pruning
 1.6.0: "The size of tensor a (26) must match the size of tensor b (27) at non-singleton dimension 2" at ratio 0.3).
+On a Hugging Face ``BertModel`` (MiniLM-L6, adapted by ``mhaprune.interop``: fused ``qkv``) it prunes the same
+way, the token embeddings and the pooler left alone; Taylor importance needs a classification loss, so text encoders
+get magnitude only (``tp-magnitude``).
 """
 
 from __future__ import annotations
@@ -42,13 +45,18 @@ def tp_prune(model: nn.Module, ratio: float, importance: str = "magnitude", cali
 
     model = copy.deepcopy(model).eval()
     x = calib if calib is not None else torch.randn(4, *model.input_size)
+    text = isinstance(x, dict)  # a Hugging Face text encoder (adapted): input_ids, attention_mask
+    if text and importance == "taylor":
+        raise ValueError("Taylor importance needs a classification loss; prune text encoders with tp-magnitude")
     heads = {m.qkv: m.num_heads for m in _fused_attention(model, kinds=("softmax",))}
     imp = tp.importance.MagnitudeImportance(p=1) if importance == "magnitude" else tp.importance.TaylorImportance()
-    ignored = [m for n, m in model.named_modules() if n in ("head", "patch_embed.proj")]
+    # the residual stream stays: its roots (patch embedding / token embeddings), the head and BERT's pooler
+    ignored = [m for n, m in model.named_modules() if n in ("head", "patch_embed.proj", "embeddings", "pooler")]
+    example = {k: v[:1] for k, v in x.items()} if text else x[:1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pruner = tp.pruner.MetaPruner(
-            model, x[:1], importance=imp, pruning_ratio=ratio, ignored_layers=ignored, num_heads=heads,
+            model, example, importance=imp, pruning_ratio=ratio, ignored_layers=ignored, num_heads=heads,
             prune_head_dims=True, prune_num_heads=False,
         )  # fmt: skip
         if importance == "taylor":
@@ -59,13 +67,15 @@ def tp_prune(model: nn.Module, ratio: float, importance: str = "magnitude", cali
 
 
 def tp_prune_to(model: nn.Module, budget: float, importance: str = "magnitude", calib=None, iters: int = 8):
-    """The least-pruned Torch-Pruning model with MACs ≤ ``budget`` × dense (bisection on the ratio)."""
-    dense = count_macs(model).total
+    """The least-pruned Torch-Pruning model with MACs ≤ ``budget`` × dense (bisection on the ratio); ``calib``: a
+    batch of images, or of a text encoder's inputs (a dict; MACs then at one row of it)."""
+    example = {k: v[:1] for k, v in calib.items()} if isinstance(calib, dict) else None
+    dense = count_macs(model, example).total
     lo, hi, best = 0.0, 0.99, None
     for _ in range(iters):
         mid = (lo + hi) / 2
         pruned = tp_prune(model, mid, importance, calib)
-        if count_macs(pruned).total <= budget * dense:
+        if count_macs(pruned, example).total <= budget * dense:
             best, hi = pruned, mid
         else:
             lo = mid
