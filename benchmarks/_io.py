@@ -26,6 +26,14 @@ def require(*modules: str, extra: str = "bench") -> None:
             raise SystemExit(2) from None
 
 
+def cells(rows: list[dict]) -> list[tuple[tuple, list[dict]]]:
+    """The rows grouped by (method, budget, stage), sorted: one group per table cell (its rows are the seeds)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["budget"], r["stage"]), []).append(r)
+    return sorted(groups.items())
+
+
 def write_csv(path: Path, rows: list[dict], first: tuple[str, ...]) -> None:
     """All rows' keys as columns (``first`` ones first), written to a temp file and renamed."""
     fields = sorted(

@@ -45,7 +45,7 @@ from mhaprune.pruning import PruneConfig
 from mhaprune.train import ClassificationLoss, DistillationLoss, Trainer, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import finish_figure, first_n, recipe, require, write_csv
+from ._io import cells, finish_figure, first_n, recipe, require, write_csv
 from .torch_pruning_baseline import tp_prune_to
 
 # every registered method (mhaprune.methods), plus Torch-Pruning behind its optional dependency
@@ -110,11 +110,8 @@ def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["method"], r["budget"], r["stage"]), []).append(r)
     out = []
-    for (method, budget, stage), rs in sorted(groups.items()):
+    for (method, budget, stage), rs in cells(rows):
         vals = [r["test_top1"] for r in rs]
         out.append(
             {

@@ -47,7 +47,7 @@ from mhaprune.train import Trainer, make_objective
 from mhaprune.train.metrics import embeddings, encoder_metrics
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import require, write_csv
+from ._io import cells, require, write_csv
 
 STAGES = ("no-ft", "short-ft", "full-ft", "full-ft-equal")
 BASELINES = ("oneshot", "l1", "random")
@@ -163,11 +163,8 @@ def run_cell(label, budget, seed, dense, score, splits, args, write_row):
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["method"], r["budget"], r["stage"]), []).append(r)
     out = []
-    for (method, budget, stage), rs in sorted(groups.items()):
+    for (method, budget, stage), rs in cells(rows):
         row = {"method": method, "budget": budget, "stage": stage, "seeds": len(rs),
                "macs_kept": statistics.mean(r["macs_kept"] for r in rs)}  # fmt: skip
         for key in ("val_cosine", "val_neighbours", "test_cosine", "test_neighbours"):
