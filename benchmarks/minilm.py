@@ -97,11 +97,14 @@ def stage_recipe(steps: int, seed: int, args) -> mhaprune.TrainConfig:
 
 class Scorer:
     """The encoder metrics of a model against the dense one on the validation and test texts (the dense
-    embeddings computed once)."""
+    embeddings computed once); ``x`` is one text padded to ``max_length`` tokens, where MACs are counted."""
 
-    def __init__(self, dense, splits, device):
+    def __init__(self, dense, splits, device, max_length: int):
         self.splits, self.device = splits, device
         self.ref = {s: embeddings(dense, getattr(splits, s), device=device) for s in ("val", "test")}
+        x, _ = splits.train.collate([splits.train[0]], pad_to=max_length)
+        self.x = {k: v.to(device) for k, v in x.items()}
+        self.dense_macs = mhaprune.count_macs(dense, self.x).total
 
     def __call__(self, model) -> dict:
         out = {}
@@ -236,10 +239,7 @@ def main(argv=None) -> int:
             ds.indices = ds.indices[:n]
     args.n_train = len(splits.train)
     dense = from_hf(model_dir).to(args.device).eval()
-    score = Scorer(dense, splits, args.device)
-    score.x, _ = splits.train.collate([splits.train[0]], pad_to=args.max_length)  # MACs at max_length tokens
-    score.x = {k: v.to(args.device) for k, v in score.x.items()}
-    score.dense_macs = mhaprune.count_macs(dense, score.x).total
+    score = Scorer(dense, splits, args.device, args.max_length)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
