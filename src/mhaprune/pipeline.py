@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .cost import call_model, count_macs, kernel_notes
+from .cost.latency import repeat_rows, time_call
 from .interop import adapt_if_foreign
 from .methods import MethodContext, get_method, method_config
 from .methods.ours import PruningCallback  # noqa: F401  (re-exported: the search callback for your own loops)
@@ -182,26 +183,10 @@ def measure_latency(
     or of example inputs (a dict of tensors, e.g. a text batch), whose rows are repeated to ``batch``."""
     model = model.eval().to(device)
     if isinstance(input_size, dict):
-        x = {k: _repeat_rows(v, batch).to(device) for k, v in input_size.items()}
+        x = {k: v.to(device) for k, v in repeat_rows(input_size, batch).items()}
     else:
         x = torch.randn(batch, *input_size, device=device)
-    for _ in range(warmup):
-        call_model(model, x)
-    times = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        call_model(model, x)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
-
-
-def _repeat_rows(t: torch.Tensor, n: int) -> torch.Tensor:
-    reps = -(-n // len(t))
-    return t.repeat(reps, *([1] * (t.ndim - 1)))[:n]
+    return time_call(lambda: call_model(model, x), device, repeats, warmup) / 1e3
 
 
 @dataclass
@@ -459,7 +444,9 @@ def prune(
     if predicted:  # a latency target: measured at the setting it was predicted for
         setting = predicted["setting"]
         spec = LatencySpec(batch=setting["batch"], device=device, threads=setting["threads"])
-        measured = compare_latency(dense, pruned, example, spec)
+        same = report.latency is not None and (report.latency.batch, report.latency.threads) == (
+            spec.batch, spec.threads) and latency.device == device  # fmt: skip
+        measured = report.latency if same else compare_latency(dense, pruned, example, spec)
         report.latency_target = {
             **{k: predicted[k] for k in ("target_ms", "predicted_ms", "dense_ms")},
             "measured_ms": round(1e3 * measured.pruned_s, 4),

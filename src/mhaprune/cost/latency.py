@@ -171,11 +171,12 @@ def _inputs(model: nn.Module, example_inputs, entries) -> dict[str, tuple]:
     return seen
 
 
-def _repeat_rows(x, n: int):
+def repeat_rows(x, n: int):
+    """``x`` (a batch, or a dict of batches) with its rows repeated to ``n`` rows."""
     if torch.is_tensor(x):
         reps = -(-n // len(x))
         return x.repeat(reps, *([1] * (x.ndim - 1)))[:n]
-    return {k: _repeat_rows(v, n) for k, v in x.items()}
+    return {k: repeat_rows(v, n) for k, v in x.items()}
 
 
 class LatencyCost:
@@ -232,7 +233,7 @@ class LatencyCost:
 
     def _build(self, model: nn.Module, example_inputs, groups: set[str], cache: bool) -> None:
         model = copy.deepcopy(model).eval().to(self.device, self.dtype)
-        x = _repeat_rows(example_inputs, self.setting.batch)
+        x = repeat_rows(example_inputs, self.setting.batch)
         x = {k: v.to(self.device) for k, v in x.items()} if isinstance(x, dict) else x.to(self.device, self.dtype)
         entries = prunable_modules(model)
         inputs = _inputs(model, x, entries)
@@ -260,13 +261,12 @@ class LatencyCost:
         if dense is None:
             dense = time_call(lambda: call_model(model, x), self.device, self.repeats)
             new[dense_key] = {"ms": dense}
-        self.dense_measured = float(dense)
-        self.const = self.dense_measured - sum(float(lc.latency({})) for lc in self.layers)
-        self.dense_total = self.dense_measured
+        self.dense_total = float(dense)  # measured (or cached): the budget's "dense" value
+        self.const = self.dense_total - sum(float(lc.latency({})) for lc in self.layers)
         if new and cache:
             self._save(new)
         _logger.info("latency tables: %d layer(s), %d measured, dense %.2f ms (batch %d, %d threads, %s)",
-                     len(self.layers), len(new), self.dense_measured, self.setting.batch, self.setting.threads,
+                     len(self.layers), len(new), self.dense_total, self.setting.batch, self.setting.threads,
                      self.setting.device_name)  # fmt: skip
 
     def _measure(self, module, adapter, args, kwargs, pruned: list[str]) -> dict:
