@@ -41,7 +41,8 @@ def test_tables_are_measured_once_and_cached(cache, timed):
     model, x = _model()
     a = lat.LatencyCost(model, x, batch=4, threads=1)
     n = len(timed)
-    assert n == 36 + 6 + 1  # one attention table (6x6), one MLP table (6), the dense model: repeated blocks share
+    # one attention table (6x6), one MLP table (6), the dense model, three calibration plans: repeated blocks share
+    assert n == 36 + 6 + 1 + 3
     files = list(cache.iterdir())
     assert len(files) == 1 and not [f for f in cache.iterdir() if f.name.startswith(".")]  # no temp file left
     b = lat.LatencyCost(model, x, batch=4, threads=1)
@@ -83,7 +84,7 @@ def test_entries_of_other_layers_are_kept_and_not_used(cache, timed):
     m = len(timed)
     assert m > n  # its layers have other widths: measured
     entries = json.loads(next(cache.iterdir()).read_text())["entries"]
-    assert len(entries) == 6  # both models' attention, MLP and dense entries in the one file
+    assert len(entries) == 8  # both models' attention, MLP, dense and calibration entries in the one file
     lat.LatencyCost(model, x, batch=4, threads=1)
     lat.LatencyCost(other, x, batch=4, threads=1)
     assert len(timed) == m  # neither measured again
@@ -96,6 +97,30 @@ def test_unwritable_cache_still_predicts(tmp_path, monkeypatch, timed, caplog):
     model, x = _model()
     cost = lat.LatencyCost(model, x, batch=4, threads=1)
     assert cost.total({}) > 0 and "could not write the latency cache" in caplog.text
+
+
+def test_fit_scales_recovers_known_scales():
+    savings = [{"attention": 10.0, "mlp": 0.0}, {"attention": 0.0, "mlp": 20.0}, {"attention": 15.0, "mlp": 25.0}]
+    measured = [0.8 * r["attention"] + 1.5 * r["mlp"] for r in savings]
+    assert lat.fit_scales(savings, measured) == pytest.approx({"attention": 0.8, "mlp": 1.5})
+    assert lat.fit_scales(savings, [100.0, -5.0, 0.0]) == {"attention": 4.0, "mlp": 0.25}  # clamped, never flipped
+    assert lat.fit_scales([{"attention": 0.0}], [3.0]) == {}  # nothing to fit: tables stay as measured
+
+
+def test_calibration_scales_the_savings_and_keeps_dense_exact(cache, timed):
+    model, x = _model()
+    raw = lat.LatencyCost(model, x, batch=4, threads=1, calibrate=False)
+    cal = lat.LatencyCost(model, x, batch=4, threads=1)
+    assert set(cal.scales) == {"attention", "mlp"} and all(0.25 <= v <= 4 for v in cal.scales.values())
+    assert cal.total({}) == pytest.approx(cal.dense_total)  # dense widths: the measured dense latency
+    half = {lc.path: {g: lc.shapes[g][1] // 2 for g in lc.axes} for lc in cal.layers}
+    for lc_raw, lc in zip(raw.layers, cal.layers):
+        saving_raw = lc_raw.full - float(lc_raw.latency(half[lc.path]))
+        saving = lc.full - float(lc.latency(half[lc.path]))
+        assert saving == pytest.approx(cal.scales[lc.adapter.kind] * saving_raw)
+    n = len(timed)
+    again = lat.LatencyCost(model, x, batch=4, threads=1)
+    assert len(timed) == n and again.scales == pytest.approx(cal.scales)  # the calibration is cached too
 
 
 def test_interpolation_is_exact_on_the_grid_and_linear_between():

@@ -129,10 +129,17 @@ class LayerLatency:
         self.path, self.module, self.adapter = path, module, adapter
         self.shapes = dict(adapter.groups(module))
         self.axes, self.values = axes, values
+        self.scale = 1.0  # the in-place calibration of the table's savings (LatencyCost sets it)
+        self.full = float(values.flatten()[-1]) if values.numel() else 0.0  # every group at full width
+
+    def table(self, per_head: dict[str, float]):
+        """The isolated module's interpolated latency, uncalibrated."""
+        point = [per_head.get(g, self.shapes[g][1]) for g in self.axes]
+        return interpolate(list(self.axes.values()), self.values, point)
 
     def latency(self, per_head: dict[str, float]):
-        point = [per_head.get(g, self.shapes[g][1]) for g in self.axes]
-        return interpolate(list(self.axes.values()), self.values, point).clamp_min(0.0)
+        """The layer's latency in place: its full-width time less ``scale`` × the table's saving."""
+        return (self.full - self.scale * (self.full - self.table(per_head))).clamp_min(0.0)
 
     macs = latency  # the budget's unit (greedy repair / fill and the regulariser call it ``macs``)
 
@@ -179,6 +186,22 @@ def repeat_rows(x, n: int):
     return {k: repeat_rows(v, n) for k, v in x.items()}
 
 
+CALIBRATION = ({"attention": 0.5}, {"mlp": 0.5}, {"attention": 0.25, "mlp": 0.25})  # kind -> fraction kept
+
+
+def fit_scales(table_savings: list[dict[str, float]], measured_savings: list[float], lo=0.25, hi=4.0):
+    """Least-squares scales ``s_kind`` with ``measured ≈ Σ_kind s_kind · table_saving_kind`` over the calibration
+    plans (no intercept: the dense model is exact by construction); kinds without savings keep 1; clamped to
+    [lo, hi] so a noisy measurement cannot flip a table."""
+    kinds = sorted({k for row in table_savings for k, v in row.items() if abs(v) > 0})
+    if not kinds:
+        return {}
+    a = torch.tensor([[row.get(k, 0.0) for k in kinds] for row in table_savings], dtype=torch.float64)
+    b = torch.tensor(measured_savings, dtype=torch.float64).unsqueeze(1)
+    sol = torch.linalg.lstsq(a, b).solution.squeeze(1)
+    return {k: float(min(hi, max(lo, v))) for k, v in zip(kinds, sol.tolist())}
+
+
 class LatencyCost:
     """Predicted latency (milliseconds per forward) of ``model`` as a function of the kept widths, with the interface
     of :class:`~mhaprune.pruning.budget.ModelCost` (``layers``, ``const``, ``total``, ``dense_total``), so that the
@@ -190,13 +213,16 @@ class LatencyCost:
         groups: the pruned channel groups (the tables vary these; the others stay at full width).
         batch / dtype / device / threads: the setting the latency is for.
         cache: read and write the cached tables (``False``: measure every table).
+        calibrate: scale each kind's table savings (attention, MLP) to the whole model's, fitted on three measured
+            whole-model plans (attention at 1/2, MLP at 1/2, both at 1/4 of every group's channels): modules timed
+            alone do not save what they save inside the model (caches, memory traffic, kernel choice).
         macs_cost: the model's :class:`~mhaprune.pruning.budget.ModelCost` (plans built with this budget record
             their MACs from it).
     """
 
     def __init__(self, model: nn.Module, example_inputs, groups=("qk", "v", "hidden"), batch: int = 32,
                  dtype: torch.dtype = torch.float32, device="cpu", threads: int | None = None, cache: bool = True,
-                 repeats: int = 15, macs_cost=None):  # fmt: skip
+                 repeats: int = 15, macs_cost=None, calibrate: bool = True):  # fmt: skip
         self.setting = DeviceSetting.current(device, batch, dtype, threads)
         self.macs_cost = macs_cost  # the model's ModelCost: plans built on this budget still record their MACs
         self.device, self.dtype, self.repeats = torch.device(device), dtype, repeats
@@ -204,7 +230,7 @@ class LatencyCost:
         if threads:
             torch.set_num_threads(threads)
         try:
-            self._build(model, example_inputs, set(groups), cache)
+            self._build(model, example_inputs, set(groups), cache, calibrate)
         finally:
             torch.set_num_threads(old)
 
@@ -231,7 +257,7 @@ class LatencyCost:
             _logger.warning("could not write the latency cache %s (%s); the tables are measured again next time",
                             self.path, e)  # fmt: skip
 
-    def _build(self, model: nn.Module, example_inputs, groups: set[str], cache: bool) -> None:
+    def _build(self, model: nn.Module, example_inputs, groups: set[str], cache: bool, calibrate: bool) -> None:
         model = copy.deepcopy(model).eval().to(self.device, self.dtype)
         x = repeat_rows(example_inputs, self.setting.batch)
         x = {k: v.to(self.device) for k, v in x.items()} if isinstance(x, dict) else x.to(self.device, self.dtype)
@@ -262,12 +288,48 @@ class LatencyCost:
             dense = time_call(lambda: call_model(model, x), self.device, self.repeats)
             new[dense_key] = {"ms": dense}
         self.dense_total = float(dense)  # measured (or cached): the budget's "dense" value
-        self.const = self.dense_total - sum(float(lc.latency({})) for lc in self.layers)
+        self.const = self.dense_total - sum(lc.full for lc in self.layers)
+        self.scales: dict[str, float] = {}
+        if calibrate and self.layers:
+            calib_key = "calibration:" + dense_key.removeprefix("model:")
+            entry = stored.get(calib_key)
+            if entry is None:
+                entry = {"measured_ms": [time_call(lambda m=m: call_model(m, x), self.device, self.repeats)
+                                         for m in self._calibration_models(model)]}  # fmt: skip
+                new[calib_key] = entry
+            savings = [self._table_savings(plan) for plan in CALIBRATION]
+            self.scales = fit_scales(savings, [self.dense_total - t for t in entry["measured_ms"]])
+            for lc in self.layers:
+                lc.scale = self.scales.get(lc.adapter.kind, 1.0)
         if new and cache:
             self._save(new)
-        _logger.info("latency tables: %d layer(s), %d measured, dense %.2f ms (batch %d, %d threads, %s)",
-                     len(self.layers), len(new), self.dense_total, self.setting.batch, self.setting.threads,
-                     self.setting.device_name)  # fmt: skip
+        _logger.info("latency tables: %d layer(s), %d measured, dense %.2f ms (batch %d, %d threads, %s), "
+                     "in-place scales %s", len(self.layers), len(new), self.dense_total, self.setting.batch,
+                     self.setting.threads, self.setting.device_name, self.scales)  # fmt: skip
+
+    def _plan_widths(self, lc: LayerLatency, fractions: dict[str, float]) -> dict[str, int]:
+        f = fractions.get(lc.adapter.kind)
+        return {} if f is None else {g: max(1, round(f * lc.shapes[g][1])) for g in lc.axes}
+
+    def _table_savings(self, fractions: dict[str, float]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for lc in self.layers:
+            saving = lc.full - float(lc.table(self._plan_widths(lc, fractions)))
+            out[lc.adapter.kind] = out.get(lc.adapter.kind, 0.0) + saving
+        return out
+
+    def _calibration_models(self, model: nn.Module):
+        """The dense model with every layer of a kind sliced to the calibration fractions, one plan at a time."""
+        for fractions in CALIBRATION:
+            m = copy.deepcopy(model)
+            modules = dict(m.named_modules())
+            for lc in self.layers:
+                widths = self._plan_widths(lc, fractions)
+                if widths:
+                    keep = {g: torch.arange(w, device=self.device).expand(lc.shapes[g][0], -1)
+                            for g, w in widths.items()}  # fmt: skip
+                    lc.adapter.slice(modules[lc.path], keep)
+            yield m
 
     def _measure(self, module, adapter, args, kwargs, pruned: list[str]) -> dict:
         shapes = adapter.groups(module)
