@@ -41,9 +41,9 @@ FULL = ["flatten_swin_tiny", "deit_small"]
 BUDGETS = [0.7, 0.5, 0.35, 0.25]
 
 
-def one_shot_plan(model, budget: float, round_to: int, calib: torch.Tensor):
+def one_shot_plan(model, budget: float, round_to: int, calib: torch.Tensor, **options):
     work = copy.deepcopy(model)
-    pruner = Pruner(work, PruneConfig(target_macs=budget, round_to=round_to), calib)
+    pruner = Pruner(work, PruneConfig(target_macs=budget, round_to=round_to, **options), calib)
     pruner.prepare()
     return pruner.convert(pruner.plan()).eval()
 

@@ -202,3 +202,26 @@ def test_minilm_benchmark_rejects_bad_variants():
         minilm.parse_method("ours[indicator_lr=-1]")
     assert minilm.parse_method("ours[regularizer=squared,patience=0]") == ("ours", {"regularizer": "squared",
                                                                                   "patience": 0})  # fmt: skip
+
+
+def test_gpu_speed_script_runs_on_the_cpu_and_names_the_sdpa_backend(tmp_path):
+    from benchmarks import gpu_speed
+
+    out = tmp_path / "gpu"
+    argv = ["--device", "cpu", "--dtype", "float32", "--models", "deit_micro", "--budgets", "0.5", "--batch", "4",
+            "--repeats", "1", "--out", str(out)]  # fmt: skip
+    assert gpu_speed.main(argv) == 0
+    rows = json.loads((out / "gpu_speed.json").read_text())["rows"]
+    assert [(r["method"], r["policy"]) for r in rows] == [("dense", "-"), ("ours", "free"), ("ours", "round8"),
+                                                           ("ours", "same-width"), ("torch-pruning", "-")]  # fmt: skip
+    assert all("scaled_dot_product" in r["sdpa"] for r in rows)  # DeiT attention runs through SDPA
+    assert all(1.9 <= r["macs_ratio"] <= 2.2 and r["speedup_eager"] > 0 for r in rows[1:])
+
+
+def test_gpu_speed_script_says_when_there_is_no_gpu(monkeypatch):
+    import torch
+    from benchmarks import gpu_speed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA device here"):
+        gpu_speed.main(["--out", "/nonexistent/never-written"])
