@@ -4,11 +4,12 @@
     python -m benchmarks.latency_model --models deit_micro --plans 5 --targets 0.7   # a quick check
 
 For each model: the per-layer tables of ``mhaprune.cost.latency`` (batch ``--batch``, ``--threads`` CPU threads,
-fp32; measured fresh into ``--cache``), then ``--plans`` random plans — every prunable group of every layer at its
-own random width per head, uniform in [1, full] — each predicted by the tables and measured (median of
-``--repeats`` forwards of the sliced model); the dense model is measured again beside them. Then, per target in
-``--targets`` (fractions of the dense latency), ours' plan from its initialised indicators (no search steps:
-latency depends on the widths, not on which channels are kept) under ``target_latency``, predicted and measured.
+fp32; measured fresh into ``--cache``; calibrated in place, and the same tables uncalibrated beside them), then
+``--plans`` random plans — every prunable group of every layer at its own random width per head, uniform in
+[1, full] — each predicted by the tables and measured (median of ``--repeats`` forwards of the sliced model); the
+dense model is measured again beside them. Then, per target in ``--targets`` (fractions of the dense latency), ours'
+plan from its initialised indicators (no search steps: latency depends on the widths, not on which channels are
+kept) under ``target_latency``, predicted and measured.
 Run it on a quiet machine: a busy one makes every measurement, the tables included, meaningless.
 
 Writes ``latency_model.json`` / ``.csv`` (machine, versions, git hash, command) to ``--out``.
@@ -52,9 +53,10 @@ def run_model(name: str, args, rows: list[dict]) -> None:
     t0 = time.time()
     cost = LatencyCost(model, x[:1], batch=args.batch, threads=args.threads, repeats=args.repeats)
     table_s = round(time.time() - t0, 1)
+    raw = LatencyCost(model, x[:1], batch=args.batch, threads=args.threads, calibrate=False)  # same tables, cached
     dense_again = measured_ms(model, x, args)
     rows.append({"model": name, "kind": "dense", "predicted_ms": round(cost.dense_total, 3),
-                 "measured_ms": round(dense_again, 3), "tables_s": table_s})  # fmt: skip
+                 "measured_ms": round(dense_again, 3), "tables_s": table_s, "scales": cost.scales})  # fmt: skip
     rng = random.Random(0)
     scores = {lc.path: {g: torch.rand(*lc.shapes[g]) for g in lc.axes} for lc in cost.layers}
     from mhaprune.pruning import ModelCost
@@ -67,8 +69,9 @@ def run_model(name: str, args, rows: list[dict]) -> None:
         pred, meas = cost.total(widths), measured_ms(pruned, x, args)
         kept = round(plan.pruned_macs / plan.dense_macs, 4)
         rows.append({"model": name, "kind": "random", "plan": i, "macs_kept": kept, "predicted_ms": round(pred, 3),
-                     "measured_ms": round(meas, 3),
-                     "error": round((pred - meas) / meas, 4)})  # fmt: skip
+                     "measured_ms": round(meas, 3), "error": round((pred - meas) / meas, 4),
+                     "predicted_uncalibrated_ms": round(raw.total(widths), 3),
+                     "error_uncalibrated": round((raw.total(widths) - meas) / meas, 4)})  # fmt: skip
     for target in args.targets:
         cfg = PruneConfig(target_latency=target, target_latency_batch=args.batch, target_latency_threads=args.threads)
         work = copy.deepcopy(model)
@@ -88,10 +91,12 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for name in dict.fromkeys(r["model"] for r in rows):
         errs = [abs(r["error"]) for r in rows if r["model"] == name and r["kind"] == "random"]
+        raw = [abs(r["error_uncalibrated"]) for r in rows if r["model"] == name and r["kind"] == "random"]
         targets = [r for r in rows if r["model"] == name and r["kind"] == "target"]
         out.append({"model": name, "random_plans": len(errs),
                     "median_abs_error": round(statistics.median(errs), 4) if errs else None,
                     "max_abs_error": round(max(errs), 4) if errs else None,
+                    "median_abs_error_uncalibrated": round(statistics.median(raw), 4) if raw else None,
                     "worst_measured_vs_target": max((r["measured_vs_target"] for r in targets),
                                                     default=None)})  # fmt: skip
     return out
