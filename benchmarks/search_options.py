@@ -48,6 +48,9 @@ VARIANTS: dict[str, dict] = {
     "log+init-all+weights-frozen": {"regularizer": "log", "attn_init_scope": "all", "weight_lr_scale": 0.0},
     # the defaults with least-squares rescaling of the kept output columns after the search (as the one-shot baseline)
     "log+init-all+rescale": {"regularizer": "log", "attn_init_scope": "all", "rescale": True},
+    # the defaults with a faster indicator learning rate (validated on MiniLM: the search reaches its target there)
+    "log+init-all+ind-lr-0.15": {"regularizer": "log", "attn_init_scope": "all", "indicator_lr": 0.15},
+    "log+init-all+ind-lr-0.3": {"regularizer": "log", "attn_init_scope": "all", "indicator_lr": 0.3},
 }
 
 

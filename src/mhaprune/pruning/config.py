@@ -152,7 +152,7 @@ class PruneConfig:
     init_logit: float = field(default=3.0, metadata={"metavar": "M"})
     regularizer: str = field(default="log", metadata={"choices": ("squared", "log")})
     reg_weight: float = field(default=2.0, metadata={"metavar": "L"})
-    indicator_lr: float = field(default=0.05, metadata={"metavar": "LR"})
+    indicator_lr: float = field(default=0.3, metadata={"metavar": "LR"})
     weight_lr_scale: float = field(default=1.0, metadata={"metavar": "S"})
     patience: int = field(default=50, metadata={"metavar": "STEPS"})
     similarity: bool = True
