@@ -41,8 +41,7 @@ def test_tables_are_measured_once_and_cached(cache, timed):
     model, x = _model()
     a = lat.LatencyCost(model, x, batch=4, threads=1)
     n = len(timed)
-    # one attention table (6x6), one MLP table (6), the dense model, three calibration plans: repeated blocks share
-    assert n == 36 + 6 + 1 + 3
+    assert n == 36 + 6 + 1  # one attention table (6x6), one MLP table (6), the dense model: repeated blocks share
     files = list(cache.iterdir())
     assert len(files) == 1 and not [f for f in cache.iterdir() if f.name.startswith(".")]  # no temp file left
     b = lat.LatencyCost(model, x, batch=4, threads=1)
@@ -84,7 +83,7 @@ def test_entries_of_other_layers_are_kept_and_not_used(cache, timed):
     m = len(timed)
     assert m > n  # its layers have other widths: measured
     entries = json.loads(next(cache.iterdir()).read_text())["entries"]
-    assert len(entries) == 8  # both models' attention, MLP, dense and calibration entries in the one file
+    assert len(entries) == 6  # both models' attention, MLP and dense entries in the one file
     lat.LatencyCost(model, x, batch=4, threads=1)
     lat.LatencyCost(other, x, batch=4, threads=1)
     assert len(timed) == m  # neither measured again
@@ -109,8 +108,8 @@ def test_fit_scales_recovers_known_scales():
 
 def test_calibration_scales_the_savings_and_keeps_dense_exact(cache, timed):
     model, x = _model()
-    raw = lat.LatencyCost(model, x, batch=4, threads=1, calibrate=False)
-    cal = lat.LatencyCost(model, x, batch=4, threads=1)
+    raw = lat.LatencyCost(model, x, batch=4, threads=1)
+    cal = lat.LatencyCost(model, x, batch=4, threads=1, calibrate=True)
     assert set(cal.scales) == {"attention", "mlp"} and all(0.25 <= v <= 4 for v in cal.scales.values())
     assert cal.total({}) == pytest.approx(cal.dense_total)  # dense widths: the measured dense latency
     half = {lc.path: {g: lc.shapes[g][1] // 2 for g in lc.axes} for lc in cal.layers}
@@ -119,7 +118,7 @@ def test_calibration_scales_the_savings_and_keeps_dense_exact(cache, timed):
         saving = lc.full - float(lc.latency(half[lc.path]))
         assert saving == pytest.approx(cal.scales[lc.adapter.kind] * saving_raw)
     n = len(timed)
-    again = lat.LatencyCost(model, x, batch=4, threads=1)
+    again = lat.LatencyCost(model, x, batch=4, threads=1, calibrate=True)
     assert len(timed) == n and again.scales == pytest.approx(cal.scales)  # the calibration is cached too
 
 
@@ -153,7 +152,7 @@ def test_parse_latency_errors(value, msg):
 
 def test_latency_target_plan(cache, timed):
     model, x = _model()
-    cfg = PruneConfig(target_latency=0.6, target_latency_batch=4, target_latency_threads=1)
+    cfg = PruneConfig(target_latency=0.6, target_latency_batch=4, target_latency_threads=1, latency_feedback=0)
     pruner = Pruner(model, cfg, x)
     pruner.prepare()
     assert pruner.budget is not pruner.cost and pruner.target == pytest.approx(0.6 * pruner.budget.dense_total)
@@ -176,3 +175,32 @@ def test_unreachable_latency_targets(cache, timed):
     with pytest.raises(ConfigError, match="fastest reachable"):
         Pruner(model, PruneConfig(target_latency=f"{floor / 2}ms", target_latency_batch=4,
                                   target_latency_threads=1), x)  # fmt: skip
+
+
+def test_latency_feedback_replans_until_the_clock_agrees(cache, timed, monkeypatch):
+    """A model that runs 25% slower than the tables say: the plan is made again to a tighter internal target."""
+    model, x = _model()
+    cfg = PruneConfig(target_latency=0.6, target_latency_batch=4, target_latency_threads=1)
+    pruner = Pruner(model, cfg, x)
+    pruner.prepare()
+    clock = []
+
+    def slow_clock(planned):
+        widths = {p: {g: len(keep[0]) for g, keep in lp.keep.items()} for p, lp in planned.layers.items()}
+        ms = 1.25 * pruner.budget.total(widths)
+        clock.append(ms)
+        return ms
+
+    monkeypatch.setattr(pruner, "_time_plan", slow_clock)
+    plan = pruner.plan()
+    info = plan.meta["latency"]
+    assert info["target_ms"] == pytest.approx(pruner.target)  # the user's target, not the internal one
+    assert len(clock) >= 2 and clock[0] > pruner.target  # first plan too slow on the clock: planned again
+    assert info["planned_to_ms"] < pruner.target and info["measured_ms"] == pytest.approx(clock[-1], rel=1e-3)
+    assert info["measured_ms"] <= pruner.target * 1.01
+    assert info["feedback_ms"] == pytest.approx(clock, rel=1e-3)
+
+
+def test_latency_feedback_must_not_be_negative():
+    with pytest.raises(ConfigError, match="latency_feedback must be >= 0"):
+        PruneConfig(latency_feedback=-1)

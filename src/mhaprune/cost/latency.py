@@ -222,7 +222,7 @@ class LatencyCost:
 
     def __init__(self, model: nn.Module, example_inputs, groups=("qk", "v", "hidden"), batch: int = 32,
                  dtype: torch.dtype = torch.float32, device="cpu", threads: int | None = None, cache: bool = True,
-                 repeats: int = 15, macs_cost=None, calibrate: bool = True):  # fmt: skip
+                 repeats: int = 15, macs_cost=None, calibrate: bool = False):  # fmt: skip
         self.setting = DeviceSetting.current(device, batch, dtype, threads)
         self.macs_cost = macs_cost  # the model's ModelCost: plans built on this budget still record their MACs
         self.device, self.dtype, self.repeats = torch.device(device), dtype, repeats
@@ -261,6 +261,7 @@ class LatencyCost:
         model = copy.deepcopy(model).eval().to(self.device, self.dtype)
         x = repeat_rows(example_inputs, self.setting.batch)
         x = {k: v.to(self.device) for k, v in x.items()} if isinstance(x, dict) else x.to(self.device, self.dtype)
+        self.dense_model, self._x = model, x  # kept to time planned models (``time``)
         entries = prunable_modules(model)
         inputs = _inputs(model, x, entries)
         stored = self._load() if cache else {}
@@ -343,6 +344,17 @@ class LatencyCost:
                 adapter.slice(m, keep)
             values[index] = time_call(lambda m=m: m(*args, **kwargs), self.device, self.repeats)
         return {"axes": axes, "ms": values.tolist()}
+
+    def time(self, model: nn.Module) -> float:
+        """Measured milliseconds per forward of ``model`` (e.g. :attr:`dense_model` sliced to a plan) at this
+        setting (device, dtype, batch, threads), as the tables were measured."""
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.setting.threads)
+        try:
+            model = model.eval().to(self.device, self.dtype)
+            return time_call(lambda: call_model(model, self._x), self.device, self.repeats)
+        finally:
+            torch.set_num_threads(old)
 
     def total(self, per_head: dict[str, dict[str, int]]) -> float:
         return float(self.const + sum(float(lc.latency(per_head.get(lc.path, {}))) for lc in self.layers))

@@ -98,6 +98,9 @@ class PruneConfig:
             kept widths, measured once and cached) in place of the MACs; ``target_macs`` is not used.
         target_latency_batch: batch size the latency target is for.
         target_latency_threads: CPU threads the latency target is for (default: torch's current setting).
+        latency_feedback: rounds of measured correction of a latency-target plan: the planned model is timed at the
+            target's setting and, while it runs slower than the target, planned again to a target scaled by
+            target / measured (0: trust the tables alone).
         prune_qk / prune_v / prune_mlp: prune the Q/K, the V and the MLP-hidden channel groups.
         threshold: how many channels a layer keeps: ``"raw"`` counts ``m > 0`` (the similarity weights ``α`` then
             decide which channels of each head are kept); ``"sigmoid"`` counts ``α·σ(m) > 0.5`` (``α`` also moves
@@ -145,6 +148,7 @@ class PruneConfig:
     target_latency: float | str | None = field(default=None, metadata={"metavar": "T"})
     target_latency_batch: int = field(default=32, metadata={"metavar": "N"})
     target_latency_threads: int | None = field(default=None, metadata={"metavar": "N"})
+    latency_feedback: int = field(default=2, metadata={"metavar": "ROUNDS"})
     prune_qk: bool = True
     prune_v: bool = True
     prune_mlp: bool = True
@@ -198,6 +202,8 @@ class PruneConfig:
         threads = self.target_latency_threads
         if self.target_latency_batch < 1 or (threads is not None and threads < 1):
             raise ConfigError("target_latency_batch and target_latency_threads must be >= 1")
+        if self.latency_feedback < 0:
+            raise ConfigError(f"latency_feedback must be >= 0 rounds, got {self.latency_feedback}")
 
     def groups(self) -> set[str]:
         """The pruned channel groups: ``qk``, ``v``, ``hidden``."""

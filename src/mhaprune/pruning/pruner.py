@@ -14,6 +14,7 @@ checkpoints and resume cover them. Put them in their own optimizer group with :m
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -389,18 +390,48 @@ class Pruner:
             if sc:
                 scores[path] = sc
         widths = {p: {g: widths[p][g] for g in sc} for p, sc in scores.items()}
-        return plan_from_rankings(
-            self.model,
-            self.budget,
-            scores,
-            widths,
-            self.target,
-            step=self.cfg.round_to,
-            min_per_head=self.cfg.min_per_head,
-            fill=self.cfg.fill,
-            tied=self.cfg.same_qk_v_width,
-            meta={"config": self.cfg.to_dict(), "search_steps": self.step_count},
-        )
+
+        def build(target):
+            return plan_from_rankings(
+                self.model,
+                self.budget,
+                scores,
+                widths,
+                target,
+                step=self.cfg.round_to,
+                min_per_head=self.cfg.min_per_head,
+                fill=self.cfg.fill,
+                tied=self.cfg.same_qk_v_width,
+                meta={"config": self.cfg.to_dict(), "search_steps": self.step_count},
+            )
+
+        plan = build(self.target)
+        if self.budget is not self.cost and self.cfg.latency_feedback:
+            plan = self._latency_feedback(plan, build)
+        return plan
+
+    def _time_plan(self, plan: Plan) -> float:
+        return self.budget.time(apply_plan(copy.deepcopy(self.budget.dense_model), plan))
+
+    def _latency_feedback(self, plan: Plan, build) -> Plan:
+        """Time the planned model at the target's setting; while it is slower than the target, plan again to a
+        target scaled by target / measured (at most ``cfg.latency_feedback`` times, never below the reachable)."""
+        goal, target = self.target, self.target
+        floor = self.budget.min_total(self.cfg.groups(), self.cfg.min_per_head)
+        history = [self._time_plan(plan)]
+        for _ in range(self.cfg.latency_feedback):
+            if history[-1] <= goal or target <= floor:
+                break
+            target = max(floor, target * goal / history[-1])
+            plan = build(target)
+            history.append(self._time_plan(plan))
+        info = plan.meta["latency"]
+        info.update(target_ms=goal, planned_to_ms=round(target, 4), measured_ms=round(history[-1], 4),
+                    feedback_ms=[round(t, 4) for t in history])  # fmt: skip
+        if history[-1] > goal:
+            _logger.warning("the planned model measured %.2f ms against the %.2f ms latency target after %d "
+                            "correction(s) (the machine may be busy)", history[-1], goal, len(history) - 1)  # fmt: skip
+        return plan
 
     @torch.no_grad()
     def set_masks(self, plan: Plan) -> None:
