@@ -327,10 +327,12 @@ class LatencyCost:
             for lc in self.layers:
                 widths = self._plan_widths(lc, fractions)
                 if widths:
-                    keep = {g: torch.arange(w, device=self.device).expand(lc.shapes[g][0], -1)
-                            for g, w in widths.items()}  # fmt: skip
-                    lc.adapter.slice(modules[lc.path], keep)
+                    lc.adapter.slice(modules[lc.path], self._first_channels(lc.shapes, widths))
             yield m
+
+    def _first_channels(self, shapes: dict, widths: dict[str, int]) -> dict[str, torch.Tensor]:
+        """Keep indices of the first ``widths[g]`` channels of every head of each group (timing needs widths only)."""
+        return {g: torch.arange(w, device=self.device).expand(shapes[g][0], -1) for g, w in widths.items()}
 
     def _measure(self, module, adapter, args, kwargs, pruned: list[str]) -> dict:
         shapes = adapter.groups(module)
@@ -338,8 +340,7 @@ class LatencyCost:
         values = torch.zeros([len(w) for w in axes.values()])
         for index in itertools.product(*[range(len(w)) for w in axes.values()]):
             m = copy.deepcopy(module)
-            keep = {g: torch.arange(axes[g][i], device=self.device).expand(shapes[g][0], -1)
-                    for g, i in zip(axes, index)}  # fmt: skip
+            keep = self._first_channels(shapes, {g: axes[g][i] for g, i in zip(axes, index)})
             if keep:
                 adapter.slice(m, keep)
             values[index] = time_call(lambda m=m: m(*args, **kwargs), self.device, self.repeats)
