@@ -13,6 +13,7 @@ from torch.utils.data import TensorDataset
 
 import mhaprune
 from mhaprune.train import ClassificationLoss, DistillationLoss, TrainConfig, Trainer, mix_batch
+from mhaprune.utils import distributed as du
 
 
 def tiny_model():
@@ -37,7 +38,8 @@ def _ddp_worker(rank, world, port, steps, out):
     t.fit()
     if rank == 0:
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, out)
-    torch.distributed.destroy_process_group()
+    del t, model  # the DDP wrapper holds the group
+    du.shutdown()
 
 
 def test_ddp_two_processes_equal_single_process(tmp_path):

@@ -35,13 +35,18 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; exit codes: 0 done, 2 bad input, 130 stopped by Ctrl-C, 143 stopped by SIGTERM."""
+    from ..utils import distributed as du
     from ..utils.lock import release_all
 
     main_thread = threading.current_thread() is threading.main_thread()  # signals can be caught there only
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    ok = False
     try:
-        return _main(argv)
+        code = _main(argv)
+        ok = code == 0
+        return code
     finally:
+        du.shutdown(wait=ok)  # under torchrun; a failed rank does not wait for the others
         release_all()  # the command's output locks
         if main_thread:
             signal.signal(signal.SIGTERM, previous)

@@ -50,3 +50,18 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def shutdown(*, wait: bool = True) -> None:
+    """Tear the process group down before the interpreter does: with ``wait`` every rank first meets at a barrier
+    (so no rank closes its connections while another still talks), then the objects that hold the group (a DDP
+    wrapper in a reference cycle) are collected and the group is destroyed. Without it, gloo's worker threads can be
+    destroyed during interpreter finalization and abort the process (SIGABRT) after the work is done."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    import gc
+
+    if wait and dist.get_world_size() > 1:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
