@@ -51,6 +51,12 @@ VARIANTS: dict[str, dict] = {
     # the defaults with a faster indicator learning rate (validated on MiniLM: the search reaches its target there)
     "log+init-all+ind-lr-0.15": {"regularizer": "log", "attn_init_scope": "all", "indicator_lr": 0.15},
     "log+init-all+ind-lr-0.3": {"regularizer": "log", "attn_init_scope": "all", "indicator_lr": 0.3},
+    # the width policy (issue 22), on the current defaults: kept channels per head (and MLP hidden) rounded to a
+    # multiple of 8 / 16, or Q/K and V of one width per layer
+    "defaults": {},
+    "defaults+round-8": {"round_to": 8},
+    "defaults+round-16": {"round_to": 16},
+    "defaults+same-width": {"same_qk_v_width": True},
 }
 
 

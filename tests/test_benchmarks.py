@@ -225,3 +225,17 @@ def test_gpu_speed_script_says_when_there_is_no_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device here"):
         gpu_speed.main(["--out", "/nonexistent/never-written"])
+
+
+def test_speed_benchmark_times_the_batches_policies_and_training_step_asked(tmp_path):
+    out = tmp_path / "speed"
+    argv = ["--models", "deit_micro", "--budgets", "0.5", "--batches", "2", "4", "--roundings", "1", "16",
+            "--same-width", "--train-batch", "4", "--repeats", "1", "--no-onnx", "--no-tp", "--out", str(out)]  # fmt: skip
+    assert speed.main(argv) == 0
+    rows = json.loads((out / "speed.json").read_text())["rows"]
+    kinds = [(r["method"], r["round_to"]) for r in rows]
+    assert kinds == [("dense", 1), ("ours", 1), ("ours-same-width", 1), ("ours", 16), ("ours-same-width", 16)]
+    for r in rows[1:]:
+        for key in ("torch_b2", "torch_b4", "train_b4"):
+            assert r[key] > 0 and r[f"speedup_{key}"] == pytest.approx(rows[0][key] / r[key])
+        assert "torch_b32" not in r and r["macs"] <= 0.5 * rows[0]["macs"] + 1
