@@ -230,7 +230,8 @@ def test_gpu_speed_script_says_when_there_is_no_gpu(monkeypatch):
 def test_speed_benchmark_times_the_batches_policies_and_training_step_asked(tmp_path):
     out = tmp_path / "speed"
     argv = ["--models", "deit_micro", "--budgets", "0.5", "--batches", "2", "4", "--roundings", "1", "16",
-            "--same-width", "--train-batch", "4", "--repeats", "1", "--no-onnx", "--no-tp", "--out", str(out)]  # fmt: skip
+            "--same-width", "--train-batch", "4", "--repeats", "1", "--no-onnx", "--no-tp",
+            "--out", str(out)]  # fmt: skip
     assert speed.main(argv) == 0
     rows = json.loads((out / "speed.json").read_text())["rows"]
     kinds = [(r["method"], r["round_to"]) for r in rows]
