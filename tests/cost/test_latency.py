@@ -29,6 +29,7 @@ def timed(monkeypatch):
         return real(fn, device, repeats=2, warmup=1)
 
     monkeypatch.setattr(lat, "time_call", counting)
+    monkeypatch.setattr(lat, "BUSY_FACTOR", float("inf"))  # counts stay exact: no entry is measured again
     return calls
 
 
@@ -204,3 +205,33 @@ def test_latency_feedback_replans_until_the_clock_agrees(cache, timed, monkeypat
 def test_latency_feedback_must_not_be_negative():
     with pytest.raises(ConfigError, match="latency_feedback must be >= 0"):
         PruneConfig(latency_feedback=-1)
+
+
+def _scripted(monkeypatch, slow):
+    """time_call returning 1 ms, or 100 ms for the calls whose number is in ``slow`` (a busy machine)."""
+    calls = []
+
+    def fake(fn, device="cpu", repeats=15, warmup=3):
+        fn()
+        calls.append(1)
+        return 100.0 if len(calls) in slow else 1.0
+
+    monkeypatch.setattr(lat, "time_call", fake)
+    return calls
+
+
+def test_a_table_entry_slower_than_the_whole_layer_is_measured_again(cache, monkeypatch, caplog):
+    model, x = _model()
+    calls = _scripted(monkeypatch, slow={1})  # the attention table's first entry (1 channel of Q/K and of V)
+    cost = lat.LatencyCost(model, x, batch=4, threads=1)
+    assert len(calls) == 36 + 1 + 6 + 1  # the one slow entry measured twice
+    attn = cost.layers[0]
+    assert float(attn.values.max()) == 1.0 and "busy" not in caplog.text
+
+
+def test_a_table_that_stays_slow_is_kept_with_a_warning(cache, monkeypatch, caplog):
+    model, x = _model()
+    _scripted(monkeypatch, slow={1, 37})  # the first entry, and its measurement again
+    cost = lat.LatencyCost(model, x, batch=4, threads=1)
+    assert float(cost.layers[0].values[0, 0]) == 100.0
+    assert "1 of 35 narrower widths measured over 1.5x slower" in caplog.text and "machine is busy" in caplog.text
