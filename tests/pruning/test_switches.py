@@ -96,6 +96,23 @@ def test_round_to_switch(swin):
     assert per_head_width(13, 1, 64, round_to=8) == 16 and per_head_width(3, 1, 64, round_to=8) == 8
 
 
+def test_round_to_gives_way_where_multiples_cannot_reach_the_target(swin, caplog):
+    """flatten_swin_micro's first stage has 16-channel heads: at 15% of the MACs, 8 channels per head there is too
+    much, so the repair goes on one channel at a time; every width it could keep rounded stays rounded."""
+    m, x = swin
+    p = Pruner(m, PruneConfig(target_macs=0.15, round_to=8), x)
+    p.prepare()
+    plan = p.plan()
+    assert plan.pruned_macs <= p.target
+    assert "widths in multiples of 8 cannot reach the target" in caplog.text
+    widths = [len(heads[0]) for lp in plan.layers.values() for heads in lp.keep.values()]
+    assert any(w % 8 for w in widths) and any(w % 8 == 0 for w in widths)
+    rounded = Pruner(m, PruneConfig(target_macs=0.5, round_to=8), x)  # reachable: no finer width, no warning
+    rounded.prepare()
+    caplog.clear()
+    assert rounded.plan().pruned_macs <= rounded.target and "cannot reach" not in caplog.text
+
+
 def test_reweight_switch(swin):
     m, x = swin
     on = Pruner(m, PruneConfig(target_macs=0.7), x)

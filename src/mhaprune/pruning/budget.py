@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 
 import torch
 import torch.nn as nn
@@ -14,6 +15,8 @@ from ..cost import count_macs, input_shape
 from .config import ConfigError, parse_macs
 from .groups import per_head_width
 from .plan import LayerPlan, Plan
+
+_logger = logging.getLogger(__name__)
 
 
 class LayerCost:
@@ -143,7 +146,7 @@ def greedy_widths(
             yield TIED
         yield from ((g,) for g in groups if not (pair and g in TIED))
 
-    def moves(direction: int):
+    def moves(direction: int, step: int = step):
         for p, groups in rankings.items():
             lc = by_path[p]
             for unit in units(p, groups):
@@ -167,11 +170,17 @@ def greedy_widths(
         layer_macs[p] += delta
         total += delta
 
-    while total > target:
-        best = min(moves(-1), key=lambda mv: mv[4] / max(-mv[3], 1e-9), default=None)
-        if best is None:
-            break
-        take(best)
+    for s in (step, 1) if step > 1 else (step,):
+        if s != step and total > target:
+            _logger.warning(
+                "widths in multiples of %d cannot reach the target (%d channels per head is the floor): some "
+                "groups keep finer widths", step, step,
+            )  # fmt: skip
+        while total > target:
+            best = min(moves(-1, s), key=lambda mv: mv[4] / max(-mv[3], 1e-9), default=None)
+            if best is None:
+                break
+            take(best)
     while fill:
         fits = [mv for mv in moves(+1) if total + mv[3] <= target]
         if not fits:
