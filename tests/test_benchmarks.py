@@ -240,3 +240,25 @@ def test_speed_benchmark_times_the_batches_policies_and_training_step_asked(tmp_
         for key in ("torch_b2", "torch_b4", "train_b4"):
             assert r[key] > 0 and r[f"speedup_{key}"] == pytest.approx(rows[0][key] / r[key])
         assert "torch_b32" not in r and r["macs"] <= 0.5 * rows[0]["macs"] + 1
+
+
+def test_latency_vs_macs_benchmark_searches_to_the_macs_plans_measured_latency(tmp_path, monkeypatch):
+    from benchmarks import latency_vs_macs
+
+    monkeypatch.setenv("MHAPRUNE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "lvm"
+    argv = ["--models", "deit_micro", "--budgets", "0.5", "--train-subset", "128", "--eval-subset", "48",
+            "--search-epochs", "0.5", "--batch-size", "32", "--batch", "4", "--repeats", "3", "--rounds", "2",
+            "--out", str(out)]  # fmt: skip
+    assert latency_vs_macs.main(argv) == 0
+    (row,) = json.loads((out / "latency_vs_macs.json").read_text())["rows"]
+    m, lat = row["macs_plan"], row["latency_plan"]
+    assert m["macs"] <= 0.5 * mhaprune_dense_macs("deit_micro") + 1
+    # the latency plan was searched to the MACs plan's measured time, at the benchmark's batch and threads
+    assert lat["latency_meta"]["target_ms"] == pytest.approx(row["target_ms"], abs=1e-3)
+    assert m["latency_meta"] is None
+    assert len(row["rounds"]["macs"]) == len(row["rounds"]["latency"]) == 2
+    assert row["latency_ratio"] == pytest.approx(lat["measured_ms"] / m["measured_ms"], rel=1e-3)
+    assert row["test_gain"] == pytest.approx(lat["test_top1"] - m["test_top1"], abs=1e-3)
+    assert latency_vs_macs.main(argv) == 0  # finished cells are kept and skipped
+    assert json.loads((out / "latency_vs_macs.json").read_text())["rows"] == [row]

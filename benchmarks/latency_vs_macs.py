@@ -1,0 +1,142 @@
+"""At equal measured latency, which plan is more accurate: one searched under a MACs target or one searched under a
+latency target? (Issue 22's fourth acceptance line, on the micro models with their bundled weights.)
+
+    python -m benchmarks.latency_vs_macs                                  # flatten_swin_micro and deit_micro at 50%
+    python -m benchmarks.latency_vs_macs --models deit_micro --budgets 0.5 0.25
+
+Per model and MACs budget ``B``: ours (the defaults, ``--search-epochs`` of search with KD from the dense model, no
+fine-tune) under ``target_macs=B`` gives model M; M is timed (batch ``--batch``, ``--threads`` CPU threads, fp32,
+eager); ours again under ``target_latency`` = M's measured latency (in ms, same batch and threads) gives model L.
+At the end M and L are timed again side by side, interleaved over ``--rounds`` rounds (medians), so the two
+latencies compared come from one quiet stretch of the machine. Accuracy: top-1 on the 5,000-image validation split
+held out of the training images (what a decision may use) and on the test split (what is reported).
+Run it on a quiet machine: the latency target is measured.
+
+Writes ``latency_vs_macs.json`` / ``.csv`` (machine, versions, git hash, command) to ``--out``; finished (model,
+budget) cells already there are kept and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import mhaprune
+from mhaprune.cost.latency import time_call
+from mhaprune.data import build_data
+from mhaprune.pipeline import prune
+from mhaprune.pruning import PruneConfig
+from mhaprune.train import evaluate
+from mhaprune.utils import atomic_write_json, run_metadata, seed_all
+
+from ._io import first_n, recipe, write_csv
+
+
+def time_ms(model, x, repeats: int) -> float:
+    model = model.eval()
+    with torch.no_grad():
+        return time_call(lambda: model(x), "cpu", repeats=repeats, warmup=2)
+
+
+def searched(dense, splits, cfg: PruneConfig, args) -> tuple[torch.nn.Module, dict]:
+    seed_all(args.seed)
+    t0 = time.time()
+    res = prune(copy.deepcopy(dense), splits.train, config=cfg, search=recipe(args.search_epochs, args))
+    info = {
+        "macs": mhaprune.count_macs(res.model).total,
+        "val_top1": evaluate(res.model, splits.val, device=args.device)["top1"],
+        "test_top1": evaluate(res.model, splits.test, device=args.device)["top1"],
+        "wall_s": round(time.time() - t0, 1),
+        "latency_meta": res.plan.meta.get("latency"),
+    }
+    return res.model.eval(), info
+
+
+def run_cell(name: str, budget: float, dense, splits, args) -> dict:
+    x = torch.randn(args.batch, *dense.input_size)
+    m_model, m_info = searched(dense, splits, PruneConfig(target_macs=budget, seed=args.seed), args)
+    target_ms = time_ms(m_model, x, args.repeats)
+    cfg = PruneConfig(target_latency=f"{target_ms:.3f}ms", target_latency_batch=args.batch,
+                      target_latency_threads=args.threads, seed=args.seed)  # fmt: skip
+    l_model, l_info = searched(dense, splits, cfg, args)
+    rounds = {"macs": [], "latency": [], "dense": []}
+    for _ in range(args.rounds):  # interleaved: a slow stretch of the machine hits all three alike
+        for key, model in (("dense", dense), ("macs", m_model), ("latency", l_model)):
+            rounds[key].append(time_ms(model, x, args.repeats))
+    med = {k: statistics.median(v) for k, v in rounds.items()}
+    return {
+        "model": name,
+        "budget": budget,
+        "target_ms": round(target_ms, 3),
+        "dense_ms": round(med["dense"], 3),
+        "macs_plan": {**m_info, "measured_ms": round(med["macs"], 3)},
+        "latency_plan": {**l_info, "measured_ms": round(med["latency"], 3)},
+        "latency_ratio": round(med["latency"] / med["macs"], 4),
+        "val_gain": round(l_info["val_top1"] - m_info["val_top1"], 3),
+        "test_gain": round(l_info["test_top1"] - m_info["test_top1"], 3),
+        "rounds": {k: [round(t, 3) for t in v] for k, v in rounds.items()},
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=["flatten_swin_micro", "deit_micro"])
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.5])
+    p.add_argument("--search-epochs", type=float, default=0.35)
+    p.add_argument("--batch", type=int, default=32, help="latency batch")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for every timing and the latency target")
+    p.add_argument("--repeats", type=int, default=15, help="forwards per timing (median)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds at the end")
+    p.add_argument("--batch-size", type=int, help="search batch (default: configs/benchmark-stage.yaml)")
+    p.add_argument("--lr", type=float, help="default: configs/benchmark-stage.yaml")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-subset", type=int, default=None, help="use only this many training images (smoke tests)")
+    p.add_argument("--eval-subset", type=int, default=None, help="evaluate on only this many images (smoke tests)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="benchmarks/results/latency_vs_macs")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "latency_vs_macs.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    rows, runs = old.get("rows", []), old.get("runs", [])
+    this_run, t0 = {**run_metadata(), "args": vars(args)}, time.time()
+    for name in args.models:
+        dense = mhaprune.create_model(name, pretrained=True).to(args.device).eval()
+        splits = build_data("fashion-mnist", dense.input_size, augment=False)
+        for ds, n in (
+            (splits.train, args.train_subset),
+            (splits.val, args.eval_subset),
+            (splits.test, args.eval_subset),
+        ):
+            first_n(ds, n)
+        for budget in args.budgets:
+            if any(r["model"] == name and r["budget"] == budget for r in rows):
+                print(f"{name} @ {budget:.2f}: already in {path}, skipped")
+                continue
+            row = run_cell(name, budget, dense, splits, args)
+            rows.append(row)
+            m, lat = row["macs_plan"], row["latency_plan"]
+            print(f"{name} @ {budget:.2f}: MACs plan {m['measured_ms']:.1f} ms val {m['val_top1']:.2f}%, latency plan "
+                  f"{lat['measured_ms']:.1f} ms val {lat['val_top1']:.2f}% ({row['latency_ratio']:.3f}x the time)",
+                  flush=True)  # fmt: skip
+            atomic_write_json(path, {"runs": [*runs, {**this_run, "wall_s": round(time.time() - t0, 1)}], "rows": rows})
+            flat = [{"model": r["model"], "budget": r["budget"], "target_ms": r["target_ms"], "dense_ms": r["dense_ms"],
+                     **{f"{k}_{f}": r[f"{k}_plan"][f] for k in ("macs", "latency")
+                        for f in ("macs", "measured_ms", "val_top1", "test_top1")},
+                     "latency_ratio": r["latency_ratio"], "val_gain": r["val_gain"], "test_gain": r["test_gain"]}
+                    for r in rows]  # fmt: skip
+            write_csv(out / "latency_vs_macs.csv", flat, ("model", "budget"))
+    print(f"wrote {path} in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
