@@ -116,14 +116,15 @@ def measure(model, input_size, batches, repeats: int, onnx: bool, train_batch: i
     return r
 
 
-def run(models, budgets, roundings, batches, repeats: int, onnx: bool, tp: bool, same_width=False, **how) -> list[dict]:
+def run(models, budgets, roundings, batches, repeats: int, onnx: bool, tp: bool, same_width=False, calib_size=16,
+        **how) -> list[dict]:  # fmt: skip
     rows = []
     for name in models:
         seed_all(0)
         pretrained = name in pretrained_models()
         dense = mhaprune.create_model(name, pretrained=pretrained).eval()
         size = tuple(dense.input_size)
-        calib = torch.randn(16, *size)
+        calib = torch.randn(calib_size, *size)
         dense_macs = count_macs(dense).total
         base = measure(dense, size, batches, repeats, onnx, **how)
         rows.append(
@@ -174,7 +175,8 @@ def _row(name, budget, rt, method, pruned, dense_macs, base, size, batches, repe
 
 def _print(row: dict, keys) -> None:
     print(
-        f"  {row['method']} {row['budget']:.2f} round_to={row['round_to']}: MACs ratio {row['macs_ratio']:.2f}x; "
+        time.strftime("%H:%M:%S ")
+        + f"  {row['method']} {row['budget']:.2f} round_to={row['round_to']}: MACs ratio {row['macs_ratio']:.2f}x; "
         + ", ".join(f"{k} {row['speedup_' + k]:.2f}x" for k in keys)
     )
 
@@ -224,6 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("--same-width", action="store_true", help="also ours with one Q/K and V width per layer")
     p.add_argument("--train-batch", type=int, default=0, help="also time a training step at this batch (0: off)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) forwards")
+    p.add_argument("--calib", type=int, default=16, help="calibration images of the one-shot plans")
     p.add_argument("--out", default="benchmarks/results/speed", help="results folder")
     args = p.parse_args(argv)
     require("matplotlib", *(() if args.no_onnx else ("onnx", "onnxruntime")))
@@ -234,7 +237,7 @@ def main(argv=None) -> int:
     repeats = args.repeats or (10 if args.quick else 7)
     batches = args.batches
     t0 = time.time()
-    how = dict(train_batch=args.train_batch, compile=args.compile, same_width=args.same_width)
+    how = dict(train_batch=args.train_batch, compile=args.compile, same_width=args.same_width, calib_size=args.calib)
     rows = run(models, budgets, args.roundings, batches, repeats, onnx=not args.no_onnx, tp=not args.no_tp, **how)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
