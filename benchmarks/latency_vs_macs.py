@@ -5,8 +5,9 @@ latency target? (Issue 22's fourth acceptance line, on the micro models with the
     python -m benchmarks.latency_vs_macs --models deit_micro --budgets 0.5 0.25
 
 Per model and MACs budget ``B``: ours (the defaults, ``--search-epochs`` of search with KD from the dense model, no
-fine-tune) under ``target_macs=B`` gives model M; M is timed (batch ``--batch``, ``--threads`` CPU threads, fp32,
-eager); ours again under ``target_latency`` = M's measured latency (in ms, same batch and threads) gives model L.
+fine-tune) under ``target_macs=B`` gives model M; M is timed ``--rounds`` times (median; batch ``--batch``,
+``--threads`` CPU threads, fp32, eager); ours again under ``target_latency`` = M's measured latency (in ms, same
+batch and threads) gives model L.
 At the end M and L are timed again side by side, interleaved over ``--rounds`` rounds (medians), so the two
 latencies compared come from one quiet stretch of the machine. Accuracy: top-1 on the 5,000-image validation split
 held out of the training images (what a decision may use) and on the test split (what is reported).
@@ -61,7 +62,8 @@ def searched(dense, splits, cfg: PruneConfig, args) -> tuple[torch.nn.Module, di
 def run_cell(name: str, budget: float, dense, splits, args) -> dict:
     x = torch.randn(args.batch, *dense.input_size)
     m_model, m_info = searched(dense, splits, PruneConfig(target_macs=budget, seed=args.seed), args)
-    target_ms = time_ms(m_model, x, args.repeats)
+    # the target: the median of several timings (one timing right after a search drifted 16% from later ones)
+    target_ms = statistics.median(time_ms(m_model, x, args.repeats) for _ in range(args.rounds))
     cfg = PruneConfig(target_latency=f"{target_ms:.3f}ms", target_latency_batch=args.batch,
                       target_latency_threads=args.threads, seed=args.seed)  # fmt: skip
     l_model, l_info = searched(dense, splits, cfg, args)
