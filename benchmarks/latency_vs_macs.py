@@ -29,9 +29,8 @@ from pathlib import Path
 import torch
 
 import mhaprune
-from mhaprune.cost.latency import time_call
 from mhaprune.data import build_data
-from mhaprune.pipeline import prune
+from mhaprune.pipeline import measure_latency, prune
 from mhaprune.pruning import PruneConfig
 from mhaprune.train import evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
@@ -40,9 +39,7 @@ from ._io import first_n, recipe, write_csv
 
 
 def time_ms(model, x, repeats: int) -> float:
-    model = model.eval()
-    with torch.no_grad():
-        return time_call(lambda: model(x), "cpu", repeats=repeats, warmup=2)
+    return 1e3 * measure_latency(model, tuple(x.shape[1:]), batch=len(x), repeats=repeats, warmup=2)
 
 
 def searched(dense, splits, cfg: PruneConfig, args) -> tuple[torch.nn.Module, dict]:
