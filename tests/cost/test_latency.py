@@ -38,6 +38,16 @@ def _model():
     return model, torch.randn(2, *model.input_size)
 
 
+def _reachable_target(model, x, margin):
+    """60% of the dense latency, or ``margin`` x the fastest reachable where noisy tables put that higher."""
+    cost = lat.LatencyCost(model, x, batch=4, threads=1)  # measured once here, cached for the pruner
+    floor = cost.min_total({"qk", "v", "hidden"})
+    target = max(0.6 * cost.dense_total, margin * floor)
+    if target >= 0.9 * cost.dense_total:
+        pytest.skip(f"the tables were measured on a busy machine (floor {floor:.2f} of {cost.dense_total:.2f} ms)")
+    return f"{target}ms"
+
+
 def test_tables_are_measured_once_and_cached(cache, timed):
     model, x = _model()
     a = lat.LatencyCost(model, x, batch=4, threads=1)
@@ -117,7 +127,8 @@ def test_calibration_scales_the_savings_and_keeps_dense_exact(cache, timed):
     for lc_raw, lc in zip(raw.layers, cal.layers):
         saving_raw = lc_raw.full - float(lc_raw.latency(half[lc.path]))
         saving = lc.full - float(lc.latency(half[lc.path]))
-        assert saving == pytest.approx(cal.scales[lc.adapter.kind] * saving_raw)
+        # the scaled saving, up to the whole layer (a latency is never negative, however noisy the tables)
+        assert saving == pytest.approx(min(lc.full, cal.scales[lc.adapter.kind] * saving_raw))
     n = len(timed)
     again = lat.LatencyCost(model, x, batch=4, threads=1, calibrate=True)
     assert len(timed) == n and again.scales == pytest.approx(cal.scales)  # the calibration is cached too
@@ -153,10 +164,11 @@ def test_parse_latency_errors(value, msg):
 
 def test_latency_target_plan(cache, timed):
     model, x = _model()
-    cfg = PruneConfig(target_latency=0.6, target_latency_batch=4, target_latency_threads=1, latency_feedback=0)
+    target = _reachable_target(model, x, 1.2)
+    cfg = PruneConfig(target_latency=target, target_latency_batch=4, target_latency_threads=1, latency_feedback=0)
     pruner = Pruner(model, cfg, x)
     pruner.prepare()
-    assert pruner.budget is not pruner.cost and pruner.target == pytest.approx(0.6 * pruner.budget.dense_total)
+    assert pruner.budget is not pruner.cost and pruner.target == pytest.approx(float(target[:-2]))
     assert pruner.regularization_loss().requires_grad
     plan = pruner.plan()
     info = plan.meta["latency"]
@@ -181,7 +193,8 @@ def test_unreachable_latency_targets(cache, timed):
 def test_latency_feedback_replans_until_the_clock_agrees(cache, timed, monkeypatch):
     """A model that runs 25% slower than the tables say: the plan is made again to a tighter internal target."""
     model, x = _model()
-    cfg = PruneConfig(target_latency=0.6, target_latency_batch=4, target_latency_threads=1)
+    cfg = PruneConfig(target_latency=_reachable_target(model, x, 1.5), target_latency_batch=4,
+                      target_latency_threads=1)  # fmt: skip
     pruner = Pruner(model, cfg, x)
     pruner.prepare()
     clock = []

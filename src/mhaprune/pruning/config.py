@@ -100,7 +100,7 @@ class PruneConfig:
         target_latency_threads: CPU threads the latency target is for (default: torch's current setting).
         latency_feedback: rounds of measured correction of a latency-target plan: the planned model is timed at the
             target's setting and, while it runs slower than the target, planned again to a target scaled by
-            target / measured (0: trust the tables alone).
+            the tables' error at the plan, predicted / measured (0: trust the tables alone).
         prune_qk / prune_v / prune_mlp: prune the Q/K, the V and the MLP-hidden channel groups.
         threshold: how many channels a layer keeps: ``"raw"`` counts ``m > 0`` (the similarity weights ``α`` then
             decide which channels of each head are kept); ``"sigmoid"`` counts ``α·σ(m) > 0.5`` (``α`` also moves

@@ -414,15 +414,18 @@ class Pruner:
         return self.budget.time(apply_plan(copy.deepcopy(self.budget.dense_model), plan))
 
     def _latency_feedback(self, plan: Plan, build) -> Plan:
-        """Time the planned model at the target's setting; while it is slower than the target, plan again to a
-        target scaled by target / measured (at most ``cfg.latency_feedback`` times, never below the reachable)."""
+        """Time the planned model at the target's setting; while it is slower than the target, plan again to the
+        target scaled by the tables' error at the plan, predicted / measured (at most ``cfg.latency_feedback``
+        times, never below the reachable). Scaling by the error rather than by target / measured also corrects a
+        plan that the tables' steps left under its internal target."""
         goal, target = self.target, self.target
         floor = self.budget.min_total(self.cfg.groups(), self.cfg.min_per_head)
         history = [self._time_plan(plan)]
         for _ in range(self.cfg.latency_feedback):
             if history[-1] <= goal or target <= floor:
                 break
-            target = max(floor, target * goal / history[-1])
+            predicted = plan.meta["latency"]["predicted_ms"]
+            target = max(floor, min(target, goal * predicted / history[-1]))
             plan = build(target)
             history.append(self._time_plan(plan))
         info = plan.meta["latency"]
