@@ -213,6 +213,35 @@ def test_latency_feedback_replans_until_the_clock_agrees(cache, timed, monkeypat
     assert info["planned_to_ms"] < pruner.target and info["measured_ms"] == pytest.approx(clock[-1], rel=1e-3)
     assert info["measured_ms"] <= pruner.target * 1.01
     assert info["feedback_ms"] == pytest.approx(clock, rel=1e-3)
+    assert info["tables_error"] == pytest.approx(1.25, rel=1e-3)
+
+
+def test_latency_feedback_loosens_a_plan_far_faster_than_the_target(cache, timed, monkeypatch, caplog):
+    """Tables from a busier state of the machine (the model runs at 0.7x what they say): the first plan is far
+    faster than needed, so it is planned again to a looser internal target and keeps more channels."""
+    model, x = _model()
+    cfg = PruneConfig(target_latency=_reachable_target(model, x, 1.2), target_latency_batch=4,
+                      target_latency_threads=1)  # fmt: skip
+    pruner = Pruner(model, cfg, x)
+    pruner.prepare()
+    clock, kept = [], []
+
+    def fast_clock(planned):
+        widths = {p: {g: len(keep[0]) for g, keep in lp.keep.items()} for p, lp in planned.layers.items()}
+        clock.append(0.7 * pruner.budget.total(widths))
+        kept.append(planned.pruned_macs)
+        return clock[-1]
+
+    monkeypatch.setattr(pruner, "_time_plan", fast_clock)
+    with caplog.at_level("WARNING", logger="mhaprune.pruning.pruner"):
+        plan = pruner.plan()
+    info = plan.meta["latency"]
+    assert len(clock) >= 2 and clock[0] < 0.95 * pruner.target  # the first plan: far under the target
+    assert info["planned_to_ms"] > pruner.target and info["measured_ms"] <= pruner.target * (1 + 1e-4)
+    assert info["measured_ms"] == pytest.approx(max(c for c in clock if c <= pruner.target), rel=1e-3)
+    assert plan.pruned_macs > kept[0]  # the plan kept is looser than the first one
+    assert info["tables_error"] == pytest.approx(0.7, rel=1e-3)
+    assert "may come from another state of the machine" in caplog.text
 
 
 def test_latency_feedback_must_not_be_negative():

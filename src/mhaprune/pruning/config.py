@@ -99,8 +99,8 @@ class PruneConfig:
         target_latency_batch: batch size the latency target is for.
         target_latency_threads: CPU threads the latency target is for (default: torch's current setting).
         latency_feedback: rounds of measured correction of a latency-target plan: the planned model is timed at the
-            target's setting and, while it runs slower than the target, planned again to a target scaled by
-            the tables' error at the plan, predicted / measured (0: trust the tables alone).
+            target's setting and, while it runs slower than the target or over 5% faster, planned again to a
+            target scaled by the tables' error at the plan, predicted / measured (0: trust the tables alone).
         prune_qk / prune_v / prune_mlp: prune the Q/K, the V and the MLP-hidden channel groups.
         threshold: how many channels a layer keeps: ``"raw"`` counts ``m > 0`` (the similarity weights ``α`` then
             decide which channels of each head are kept); ``"sigmoid"`` counts ``α·σ(m) > 0.5`` (``α`` also moves
