@@ -190,6 +190,21 @@ def test_unreachable_latency_targets(cache, timed):
                                   target_latency_threads=1), x)  # fmt: skip
 
 
+def _scaled_clock(pruner, factor, monkeypatch):
+    """The planned models 'run' at ``factor`` x the tables' prediction; returns the clock's readings and the MACs of
+    every plan timed."""
+    clock, kept = [], []
+
+    def timed_plan(planned):
+        widths = {p: {g: len(keep[0]) for g, keep in lp.keep.items()} for p, lp in planned.layers.items()}
+        clock.append(factor * pruner.budget.total(widths))
+        kept.append(planned.pruned_macs)
+        return clock[-1]
+
+    monkeypatch.setattr(pruner, "_time_plan", timed_plan)
+    return clock, kept
+
+
 def test_latency_feedback_replans_until_the_clock_agrees(cache, timed, monkeypatch):
     """A model that runs 25% slower than the tables say: the plan is made again to a tighter internal target."""
     model, x = _model()
@@ -197,15 +212,7 @@ def test_latency_feedback_replans_until_the_clock_agrees(cache, timed, monkeypat
                       target_latency_threads=1)  # fmt: skip
     pruner = Pruner(model, cfg, x)
     pruner.prepare()
-    clock = []
-
-    def slow_clock(planned):
-        widths = {p: {g: len(keep[0]) for g, keep in lp.keep.items()} for p, lp in planned.layers.items()}
-        ms = 1.25 * pruner.budget.total(widths)
-        clock.append(ms)
-        return ms
-
-    monkeypatch.setattr(pruner, "_time_plan", slow_clock)
+    clock, _ = _scaled_clock(pruner, 1.25, monkeypatch)
     plan = pruner.plan()
     info = plan.meta["latency"]
     assert info["target_ms"] == pytest.approx(pruner.target)  # the user's target, not the internal one
@@ -224,15 +231,7 @@ def test_latency_feedback_loosens_a_plan_far_faster_than_the_target(cache, timed
                       target_latency_threads=1)  # fmt: skip
     pruner = Pruner(model, cfg, x)
     pruner.prepare()
-    clock, kept = [], []
-
-    def fast_clock(planned):
-        widths = {p: {g: len(keep[0]) for g, keep in lp.keep.items()} for p, lp in planned.layers.items()}
-        clock.append(0.7 * pruner.budget.total(widths))
-        kept.append(planned.pruned_macs)
-        return clock[-1]
-
-    monkeypatch.setattr(pruner, "_time_plan", fast_clock)
+    clock, kept = _scaled_clock(pruner, 0.7, monkeypatch)
     with caplog.at_level("WARNING", logger="mhaprune.pruning.pruner"):
         plan = pruner.plan()
     info = plan.meta["latency"]
