@@ -190,9 +190,14 @@ def test_unreachable_latency_targets(cache, timed):
                                   target_latency_threads=1), x)  # fmt: skip
 
 
-def _scaled_clock(pruner, factor, monkeypatch):
-    """The planned models 'run' at ``factor`` x the tables' prediction; returns the clock's readings and the MACs of
-    every plan timed."""
+def _feedback_pruner(margin, factor, monkeypatch):
+    """A prepared latency-target pruner whose planned models 'run' at ``factor`` x the tables' prediction; returns
+    it, the clock's readings and the MACs of every plan timed."""
+    model, x = _model()
+    cfg = PruneConfig(target_latency=_reachable_target(model, x, margin), target_latency_batch=4,
+                      target_latency_threads=1)  # fmt: skip
+    pruner = Pruner(model, cfg, x)
+    pruner.prepare()
     clock, kept = [], []
 
     def timed_plan(planned):
@@ -202,17 +207,12 @@ def _scaled_clock(pruner, factor, monkeypatch):
         return clock[-1]
 
     monkeypatch.setattr(pruner, "_time_plan", timed_plan)
-    return clock, kept
+    return pruner, clock, kept
 
 
 def test_latency_feedback_replans_until_the_clock_agrees(cache, timed, monkeypatch):
     """A model that runs 25% slower than the tables say: the plan is made again to a tighter internal target."""
-    model, x = _model()
-    cfg = PruneConfig(target_latency=_reachable_target(model, x, 1.5), target_latency_batch=4,
-                      target_latency_threads=1)  # fmt: skip
-    pruner = Pruner(model, cfg, x)
-    pruner.prepare()
-    clock, _ = _scaled_clock(pruner, 1.25, monkeypatch)
+    pruner, clock, _ = _feedback_pruner(1.5, 1.25, monkeypatch)
     plan = pruner.plan()
     info = plan.meta["latency"]
     assert info["target_ms"] == pytest.approx(pruner.target)  # the user's target, not the internal one
@@ -226,12 +226,7 @@ def test_latency_feedback_replans_until_the_clock_agrees(cache, timed, monkeypat
 def test_latency_feedback_loosens_a_plan_far_faster_than_the_target(cache, timed, monkeypatch, caplog):
     """Tables from a busier state of the machine (the model runs at 0.7x what they say): the first plan is far
     faster than needed, so it is planned again to a looser internal target and keeps more channels."""
-    model, x = _model()
-    cfg = PruneConfig(target_latency=_reachable_target(model, x, 1.2), target_latency_batch=4,
-                      target_latency_threads=1)  # fmt: skip
-    pruner = Pruner(model, cfg, x)
-    pruner.prepare()
-    clock, kept = _scaled_clock(pruner, 0.7, monkeypatch)
+    pruner, clock, kept = _feedback_pruner(1.2, 0.7, monkeypatch)
     with caplog.at_level("WARNING", logger="mhaprune.pruning.pruner"):
         plan = pruner.plan()
     info = plan.meta["latency"]
