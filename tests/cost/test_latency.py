@@ -10,6 +10,7 @@ import mhaprune
 from mhaprune.cost import latency as lat
 from mhaprune.pruning import PruneConfig, Pruner
 from mhaprune.pruning.config import ConfigError, parse_latency
+from mhaprune.pruning.pruner import FEEDBACK_TOLERANCE
 
 
 @pytest.fixture
@@ -232,10 +233,11 @@ def test_latency_feedback_loosens_a_plan_far_faster_than_the_target(cache, timed
     info = plan.meta["latency"]
     assert len(clock) >= 2 and clock[0] < 0.95 * pruner.target  # the first plan: far under the target
     assert info["planned_to_ms"] > pruner.target and info["measured_ms"] <= pruner.target * (1 + 1e-4)
-    assert info["measured_ms"] == pytest.approx(max(c for c in clock if c <= pruner.target), rel=1e-3)
+    ceiling = pruner.target * (1 + FEEDBACK_TOLERANCE)
+    assert info["measured_ms"] == pytest.approx(max(c for c in clock if c <= ceiling), rel=1e-3)
     assert plan.pruned_macs > kept[0]  # the plan kept is looser than the first one
     assert info["tables_error"] == pytest.approx(0.7, rel=1e-3)
-    assert "may come from another state of the machine" in caplog.text
+    assert "may have been measured on a busy machine" in caplog.text
 
 
 def test_latency_feedback_must_not_be_negative():

@@ -382,6 +382,13 @@ class LatencyCost:
         finally:
             torch.set_num_threads(old)
 
+    def time_beside_dense(self, model: nn.Module) -> tuple[float, float]:
+        """``(model's ms, dense model's ms)`` measured interleaved (dense, model, dense; the dense the mean of its
+        two): their ratio holds where the machine's speed drifts (here by up to 1.5x within minutes)."""
+        before = self.time(self.dense_model)
+        ms = self.time(model)
+        return ms, (before + self.time(self.dense_model)) / 2
+
     def total(self, per_head: dict[str, dict[str, int]]) -> float:
         return float(self.const + sum(float(lc.latency(per_head.get(lc.path, {}))) for lc in self.layers))
 
