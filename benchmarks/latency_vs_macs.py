@@ -38,7 +38,6 @@ from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
 from ._io import first_n, recipe, write_csv
 
-
 REACHABLE_MARGIN = 1.05  # a target this far above the tables' fastest reachable model, where the measured one is below
 
 
