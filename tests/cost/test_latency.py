@@ -192,8 +192,8 @@ def test_unreachable_latency_targets(cache, timed):
 
 
 def _feedback_pruner(margin, factor, monkeypatch):
-    """A prepared latency-target pruner whose planned models 'run' at ``factor`` x the tables' prediction; returns
-    it, the clock's readings and the MACs of every plan timed."""
+    """A prepared latency-target pruner whose planned models 'run' at ``factor`` x the tables' prediction (beside a
+    dense model at the tables' dense latency); returns it, the clock's readings and the MACs of every plan timed."""
     model, x = _model()
     cfg = PruneConfig(target_latency=_reachable_target(model, x, margin), target_latency_batch=4,
                       target_latency_threads=1)  # fmt: skip
@@ -205,7 +205,7 @@ def _feedback_pruner(margin, factor, monkeypatch):
         widths = {p: {g: len(keep[0]) for g, keep in lp.keep.items()} for p, lp in planned.layers.items()}
         clock.append(factor * pruner.budget.total(widths))
         kept.append(planned.pruned_macs)
-        return clock[-1]
+        return clock[-1], pruner.budget.dense_total
 
     monkeypatch.setattr(pruner, "_time_plan", timed_plan)
     return pruner, clock, kept

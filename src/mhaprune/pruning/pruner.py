@@ -413,14 +413,9 @@ class Pruner:
             plan = self._latency_feedback(plan, build)
         return plan
 
-    def _time_plan(self, plan: Plan) -> float:
-        """The planned model's latency on the tables' scale: its measured ratio to the dense model, timed beside it,
-        times the tables' dense latency. A machine whose speed drifts between the tables' measurement and this one
-        (measured here: the dense deit_micro at 29.9 ms in the tables, 41.8-46.7 ms four minutes later) would
-        otherwise make the feedback prune for the drift."""
-        ms, dense_ms = self.budget.time_beside_dense(apply_plan(copy.deepcopy(self.budget.dense_model), plan))
-        self._clock.append({"plan_ms": round(ms, 4), "dense_ms": round(dense_ms, 4)})
-        return ms * self.budget.dense_total / dense_ms
+    def _time_plan(self, plan: Plan) -> tuple[float, float]:
+        """``(planned model's ms, dense model's ms)``, timed beside each other at the target's setting."""
+        return self.budget.time_beside_dense(apply_plan(copy.deepcopy(self.budget.dense_model), plan))
 
     def _latency_feedback(self, plan: Plan, build) -> Plan:
         """Time the planned model at the target's setting, beside the dense model (``_time_plan``), and while it is
@@ -434,8 +429,17 @@ class Pruner:
         goal, target = self.target, self.target
         ceiling = (1 + FEEDBACK_TOLERANCE) * goal
         floor = self.budget.min_total(self.cfg.groups(), self.cfg.min_per_head)
-        self._clock: list[dict] = []
-        tried = [(target, plan, self._time_plan(plan))]
+        clock: list[dict] = []
+
+        def measure(planned: Plan) -> float:
+            # on the tables' scale: the ratio to the dense model times the tables' dense latency. A machine whose
+            # speed drifts between the tables' measurement and this one (measured here: the dense deit_micro at
+            # 29.9 ms in the tables, 41.8-46.7 ms four minutes later) would otherwise make the loop prune for the drift
+            ms, dense_ms = self._time_plan(planned)
+            clock.append({"plan_ms": round(ms, 4), "dense_ms": round(dense_ms, 4)})
+            return ms * self.budget.dense_total / dense_ms
+
+        tried = [(target, plan, measure(plan))]
         for _ in range(self.cfg.latency_feedback):
             measured = tried[-1][2]
             if (1 - FEEDBACK_SLACK) * goal <= measured <= ceiling or (measured > goal and target <= floor):
@@ -447,19 +451,20 @@ class Pruner:
                 break
             target = new
             plan = build(target)
-            tried.append((target, plan, self._time_plan(plan)))
+            tried.append((target, plan, measure(plan)))
         within = [t for t in tried if t[2] <= ceiling]
         target, plan, measured = max(within, key=lambda t: t[2]) if within else min(tried, key=lambda t: t[2])
-        first_error = tried[0][2] / tried[0][1].meta["latency"]["predicted_ms"]
+        first_predicted = tried[0][1].meta["latency"]["predicted_ms"]
+        first_error = tried[0][2] / first_predicted
         info = plan.meta["latency"]
         info.update(target_ms=goal, planned_to_ms=round(target, 4), measured_ms=round(measured, 4),
                     feedback_ms=[round(t[2], 4) for t in tried], tables_error=round(first_error, 4),
-                    clock=self._clock)  # fmt: skip
+                    clock=clock)  # fmt: skip
         if not 0.8 <= first_error <= 1.25:
             _logger.warning("the latency tables predicted %.2f ms for the plan, the model measured the equivalent of "
                             "%.2f ms (timed beside the dense model): the tables (cached in %s) may have been measured "
                             "on a busy machine; delete that file to measure them again on a quiet one",
-                            tried[0][1].meta["latency"]["predicted_ms"], tried[0][2], self.budget.path)  # fmt: skip
+                            first_predicted, tried[0][2], self.budget.path)  # fmt: skip
         if measured > ceiling:
             _logger.warning("the planned model measured %.2f ms against the %.2f ms latency target after %d "
                             "correction(s) (the machine may be busy)", measured, goal, len(tried) - 1)  # fmt: skip
