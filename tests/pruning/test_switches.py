@@ -58,6 +58,29 @@ def test_redundant_channel_gets_lower_weight():
     assert alpha[0, 0] < alpha[0, 2] and alpha[0, 1] < alpha[0, 3]
 
 
+def test_centered_similarity_is_the_channels_correlation():
+    """``similarity_center``: the Gram matrices become covariances (accumulated over batches), so a constant offset
+    of the channels, which dominates the raw cosine, leaves α unchanged."""
+    from mhaprune.pruning.similarity import alpha_from_grams
+
+    torch.manual_seed(0)
+    u = torch.randn(300, 2, 4, dtype=torch.float64)
+    u[:, :, 1] = u[:, :, 0] + 0.3 * torch.randn(300, 2, dtype=torch.float64)
+    st = GroupState(2, 4, "v")
+    shifted = GroupState(2, 4, "v")
+    offset = torch.tensor([5.0, -3.0, 0.0, 8.0], dtype=torch.float64)
+    for chunk in u.split(100):  # three batches
+        st.accumulate("v", chunk.reshape(100, 8))
+        shifted.accumulate("v", (chunk + offset).reshape(100, 8))
+    for h in range(2):
+        cov = torch.cov(u[:, h].T) * (u.shape[0] - 1)
+        torch.testing.assert_close(st.gram_matrices(centered=True)[0][h], cov)
+    centered = alpha_from_grams(st.gram_matrices(centered=True))
+    torch.testing.assert_close(alpha_from_grams(shifted.gram_matrices(centered=True)), centered)
+    assert not torch.allclose(alpha_from_grams(shifted.gram_matrices()), centered, atol=1e-2)
+    assert centered[0, 0] < centered[0, 2] and centered[0, 1] < centered[0, 3]
+
+
 def test_equal_heads_switch():
     scores = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.9, 0.2, 0.1, 0.1]])
     st_eq = GroupState(2, 4, "qk", equal_heads=True)
@@ -332,3 +355,101 @@ def test_same_qk_v_width_switch(swin, method):
             torch.testing.assert_close(apply_plan(copy.deepcopy(m), plan)(x), masked, rtol=1e-5, atol=1e-5)
         else:
             assert any(a != b for a, b in widths), widths  # the switch is what makes them equal
+
+
+def _text_batch(path, n=6):
+    from mhaprune.data import load_tokenizer
+
+    tok = load_tokenizer(path)
+    texts = ["A cat.", "The quick brown fox jumps over the lazy dog near the river bank today.", "Hello there, world!",
+             "Pruning keeps what the model uses.", "Yes.", "Seven words make up this short sentence."][:n]  # fmt: skip
+    return dict(tok(texts, padding="max_length", max_length=24, return_tensors="pt"))
+
+
+def _alpha_of_unpadded_texts(pruner, batch):
+    """α from each text run alone without padding (the Gram matrices summed over the texts)."""
+    sts = [st for _, _, st in pruner._all_states() if st.prunable]
+    for st in sts:
+        st.reset_stats()
+        st.collect = True
+    with torch.no_grad():
+        for i, n in enumerate(batch["attention_mask"].sum(1).tolist()):
+            pruner.model(**{k: v[i : i + 1, :n] for k, v in batch.items()})
+    for st in sts:
+        st.collect = False
+    pruner._update_alpha()
+    return {id(st): st.alpha.clone() for st in sts}
+
+
+def test_similarity_weights_skip_padded_tokens(text_encoder):
+    """Padded positions feed no output: the similarity weights of a padded text batch equal those of its texts run
+    one by one without padding, at calibration and at the search's refresh; the token hook leaves with collection."""
+    from mhaprune.interop import from_hf
+
+    batch = _text_batch(text_encoder)
+    assert (batch["attention_mask"] == 0).float().mean() > 0.3  # padding would weigh on the statistics
+    pruner = Pruner(from_hf(text_encoder).eval(), PruneConfig(target_macs=0.6, attn_init=False, similarity_every=1),
+                    batch)  # fmt: skip
+    pruner.prepare()
+    assert not pruner.model._forward_pre_hooks  # no hook of the pruner outside the statistics' forwards
+    calibrated = {id(st): st.alpha.clone() for _, _, st in pruner._all_states() if st.prunable}
+    reference = _alpha_of_unpadded_texts(pruner, batch)
+    assert any(not torch.allclose(a, torch.ones_like(a)) for a in reference.values())
+    for key, ref in reference.items():
+        torch.testing.assert_close(calibrated[key], ref, rtol=1e-4, atol=1e-5)
+
+    for _, _, st in pruner._all_states():  # the refresh during the search: collect on the next step's batch
+        st.alpha.fill_(1.0)
+    pruner.step()
+    assert pruner._collecting and pruner.model._forward_pre_hooks
+    with torch.no_grad():
+        pruner.model(**batch)
+    pruner.step()
+    assert not pruner.model._forward_pre_hooks
+    for _, _, st in pruner._all_states():
+        if st.prunable:
+            torch.testing.assert_close(st.alpha, reference[id(st)], rtol=1e-4, atol=1e-5)
+            assert st.row_mask is None
+
+
+def test_init_skips_padded_tokens(text_encoder):
+    """The data-driven init of a padded text batch is that of its texts without padding: the output differences of
+    the texts run one by one, added in squares (Frobenius), then z-scored; padding would change it."""
+    import copy
+
+    from mhaprune.interop import from_hf
+    from mhaprune.pruning.init import output_difference, zscore
+
+    batch = _text_batch(text_encoder)
+    model = from_hf(text_encoder).eval().double()  # the reference without float32 noise
+    cfg = PruneConfig(target_macs=0.6, similarity=False)
+    pruner = Pruner(copy.deepcopy(model), cfg, batch)
+    pruner.prepare()
+    ref = Pruner(model, PruneConfig(target_macs=0.6, similarity=False, attn_init=False), batch)
+    ref.prepare()
+
+    def differences(inputs):
+        ref.example_inputs = inputs
+        grabbed, out = ref.layer_inputs(), {}
+        for lc in ref.cost.layers:
+            args, kwargs = grabbed[lc.path]
+            for g, st in ref.states[lc.path].items():
+                if st.prunable:
+                    out[lc.path, g] = output_difference(lc.module, args, st, "fro", kwargs,
+                                                        lc.adapter.output_linear(lc.module, g),
+                                                        source=lc.adapter.input_linear(lc.module, g))  # fmt: skip
+        return out
+
+    squares = {}
+    for i, n in enumerate(batch["attention_mask"].sum(1).tolist()):
+        for key, d in differences({k: v[i : i + 1, :n] for k, v in batch.items()}).items():
+            squares[key] = squares.get(key, 0) + d.double() ** 2
+    padded = differences(batch)
+    assert len(squares) == 6  # Q/K, V and MLP of both layers
+    moved = 0
+    for (path, g), sq in squares.items():
+        expected = (cfg.init_logit + cfg.attn_init_kappa * zscore(sq.sqrt())).clamp_min(cfg.init_min)
+        torch.testing.assert_close(pruner.states[path][g].indicator.data.double(), expected, rtol=1e-6, atol=1e-6)
+        naive = (cfg.init_logit + cfg.attn_init_kappa * zscore(padded[path, g].double())).clamp_min(cfg.init_min)
+        moved += not torch.allclose(naive, expected, atol=1e-3)
+    assert moved  # the padded positions would have changed the init

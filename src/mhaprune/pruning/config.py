@@ -118,6 +118,8 @@ class PruneConfig:
         similarity: channel-similarity weights inside each head (§2.2).
         similarity_source: ``"activation"`` (cosine of activations over a calibration batch) or ``"weight"``.
         similarity_every: recompute the activation similarity every this many steps (0: only at calibration).
+        similarity_center: the activation similarity from the channels' correlation (activations minus their
+            mean) instead of the cosine of the raw activations, which channels with a large common offset dominate.
         equal_heads: keep the same number of channels in every head (§2.3). Off: channels are kept independently
             and the deployable model pads every head to the widest one.
         round_to: round the kept channels per head to a multiple of this (8 = hardware friendly; 1 = off).
@@ -162,6 +164,7 @@ class PruneConfig:
     similarity: bool = True
     similarity_source: str = field(default="activation", metadata={"choices": ("activation", "weight")})
     similarity_every: int = field(default=50, metadata={"metavar": "STEPS"})
+    similarity_center: bool = False
     equal_heads: bool = True
     round_to: int = field(default=1, metadata={"metavar": "K"})
     same_qk_v_width: bool = False

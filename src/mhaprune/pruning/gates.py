@@ -66,7 +66,11 @@ class GroupState(nn.Module):
         self.capture = False  # keep the last input of every role (calibration of the init)
         self.captured: dict[str, torch.Tensor] = {}
         self.grams: dict[str, torch.Tensor] = {}
-        self.gram_rows = 0
+        self.sums: dict[str, torch.Tensor] = {}  # per role: (h, d) sum of the rows (centering)
+        self.rows: dict[str, int] = {}  # per role: rows accumulated
+        # (B, N) mask of the real tokens of the batch being collected (text: its attention_mask; not saved): padded
+        # positions feed no output, so they stay out of the similarity statistics
+        self.row_mask: torch.Tensor | None = None
         # (K, h, d) masks, one per block of the batch (calibration: K masked variants in one call; not saved)
         self.variant_masks: torch.Tensor | None = None
 
@@ -117,13 +121,29 @@ class GroupState(nn.Module):
     # ---------------------------------------------------------------- similarity statistics
     @torch.no_grad()
     def accumulate(self, role: str, x: torch.Tensor) -> None:
-        u = x.detach().reshape(-1, self.heads, self.width).transpose(0, 1).double()  # h, rows, d
-        g = u.transpose(1, 2) @ u
+        u = x.detach().reshape(-1, self.heads, self.width)
+        rows = self.row_mask
+        if rows is not None and rows.numel() == u.shape[0]:  # one row per token: drop the padded ones
+            u = u[rows.reshape(-1).to(device=u.device, dtype=torch.bool)]
+        u = u.transpose(0, 1).double()  # h, rows, d
+        g, total = u.transpose(1, 2) @ u, u.sum(1)
         self.grams[role] = self.grams[role] + g if role in self.grams else g
-        self.gram_rows += u.shape[1]
+        self.sums[role] = self.sums[role] + total if role in self.sums else total
+        self.rows[role] = self.rows.get(role, 0) + u.shape[1]
+
+    def gram_matrices(self, centered: bool = False) -> list[torch.Tensor]:
+        """The accumulated ``(h, d, d)`` Gram matrix of every role; ``centered``: of the activations minus their
+        mean (covariances, so that the similarity is the correlation of the channels, not of their offsets)."""
+        if not centered:
+            return list(self.grams.values())
+        out = []
+        for role, g in self.grams.items():
+            n, mean = max(self.rows[role], 1), self.sums[role] / max(self.rows[role], 1)
+            out.append(g - n * mean[:, :, None] * mean[:, None, :])
+        return out
 
     def reset_stats(self) -> None:
-        self.grams, self.gram_rows = {}, 0
+        self.grams, self.sums, self.rows = {}, {}, {}
 
 
 class ChannelGate(nn.Module):
@@ -165,6 +185,21 @@ class ChannelGate(nn.Module):
     def extra_repr(self) -> str:
         st = self.group
         return f"group={st.name}, role={self.role}, heads={st.heads}, width={st.width}, reweight={self.apply_reweight}"
+
+
+class TokenMaskWatch:
+    """A forward pre-hook of the whole model (``with_kwargs``) that hands the batch's ``attention_mask`` (keyword
+    inputs of a text encoder) to the group states, so that their statistics skip padded tokens; ``None`` for
+    inputs without one (images)."""
+
+    def __init__(self, states: list[GroupState]):
+        self.states = states
+
+    def __call__(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        mask = mask if torch.is_tensor(mask) and mask.ndim == 2 else None
+        for st in self.states:
+            st.row_mask = mask
 
 
 def install_gates(module: nn.Module, adapter, states: dict[str, GroupState]) -> None:

@@ -24,7 +24,7 @@ from ..adapters import no_weight_decay, unconverted_modules
 from ..cost import call_model
 from .budget import ModelCost, plan_from_rankings
 from .config import ConfigError, PruneConfig, parse_latency
-from .gates import GroupState, install_gates, reweight_multipliers
+from .gates import GroupState, TokenMaskWatch, install_gates, reweight_multipliers
 from .groups import padded_width
 from .init import linear_attention_difference, output_difference, zscore
 from .plan import Plan
@@ -39,6 +39,36 @@ FEEDBACK_TOLERANCE = 0.02  # ... and one measured up to this much slower is on t
 
 def _detached(args: tuple) -> tuple:
     return tuple(a.detach() if torch.is_tensor(a) else a for a in args)
+
+
+def unpadded_parts(inputs) -> list[tuple[dict, float]] | None:
+    """A padded batch of keyword inputs (a 2-D ``attention_mask`` with zeros) split into groups of rows that share
+    their real positions, each cut to those positions: ``[(inputs, share of the rows), ...]``; ``None`` for inputs
+    without padding (images, or texts of one length). Tensors ``(B, N)`` like the mask are cut, other batched
+    tensors only indexed."""
+    mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+    if not torch.is_tensor(mask) or mask.ndim != 2 or bool(mask.bool().all()):
+        return None
+    keep = mask.bool()
+    groups: dict[bytes, list[int]] = {}
+    for i in range(keep.shape[0]):
+        groups.setdefault(keep[i].cpu().numpy().tobytes(), []).append(i)
+    parts = []
+    for rows in groups.values():
+        idx = torch.tensor(rows, device=mask.device)
+        pos = keep[rows[0]].nonzero().flatten()
+        if pos.numel() == 0:
+            continue  # a row without any real token feeds nothing
+        part = {}
+        for k, v in inputs.items():
+            if torch.is_tensor(v) and v.shape[:2] == mask.shape:
+                part[k] = v[idx][:, pos]
+            elif torch.is_tensor(v) and v.ndim and v.shape[0] == mask.shape[0]:
+                part[k] = v[idx]
+            else:
+                part[k] = v
+        parts.append((part, len(rows) / keep.shape[0]))
+    return parts
 
 
 def _to(inputs, device):
@@ -96,6 +126,7 @@ class Pruner:
         self.step_count = 0
         self.below_target_steps = 0
         self._collecting = False
+        self._token_watch = None  # hook handle while statistics are collected (see _watch_tokens)
 
     # ------------------------------------------------------------------ prepare
     def prepare(self) -> nn.Module:
@@ -139,37 +170,91 @@ class Pruner:
             for g, st in states.items():
                 yield path, g, st
 
+    def _watch_tokens(self, on: bool) -> None:
+        """While statistics are collected, a pre-hook on the model hands each batch's ``attention_mask`` to the
+        gates (padded tokens stay out of the similarity Gram matrices); removed otherwise, so that the model carries
+        no hook of the pruner outside those forwards."""
+        if on and self._token_watch is None:
+            watch = TokenMaskWatch([st for _, _, st in self._all_states()])
+            self._token_watch = self.model.register_forward_pre_hook(watch, with_kwargs=True)
+        elif not on and self._token_watch is not None:
+            self._token_watch.remove()
+            self._token_watch = None
+            for _, _, st in self._all_states():
+                st.row_mask = None
+
     @torch.no_grad()
     def calibrate(self) -> None:
-        """Similarity weights and indicator init from the calibration batch (one forward pass, eval mode)."""
+        """Similarity weights and indicator init from the calibration batch (eval mode). Padded tokens of a text
+        batch count in neither: the similarity statistics skip them (:meth:`_watch_tokens`) and the init sums its
+        differences over the batch's texts grouped by their real tokens (:func:`unpadded_parts`), one forward per
+        group; without padding, one forward serves both."""
         cfg = self.cfg
         use_act = cfg.similarity and cfg.similarity_source == "activation"
         init_groups = self._init_targets() if cfg.attn_init else {}
-        wanted = {  # the layers whose init needs their inputs (output difference)
-            lc.path
-            for lc in self.cost.layers
-            if any(lc.adapter.init_strategy(lc.module, g) == "output_difference" for g in init_groups.get(lc.path, ()))
-        }
+        parts = unpadded_parts(self.example_inputs) if init_groups else None
         for _, _, st in self._all_states():
             st.reset_stats()
-            st.collect = use_act
-            st.capture = True
         was_training = self.model.training
         self.model.eval()
         try:
-            inputs = self._recorded_forward(wanted)
+            if use_act or (init_groups and parts is None):
+                inputs = self._statistics_forward(self.example_inputs, use_act, bool(init_groups) and parts is None,
+                                                  init_groups)  # fmt: skip
+            if cfg.similarity:
+                self._update_alpha(from_weights=not use_act)
+            if init_groups:
+                gen = torch.Generator().manual_seed(cfg.seed)
+                if parts is None:
+                    D = self._init_differences(init_groups, inputs, gen)
+                else:
+                    D = {}
+                    for part, share in parts:
+                        found = self._init_differences(
+                            init_groups, self._statistics_forward(part, False, True, init_groups), gen
+                        )
+                        for key, d in found.items():  # Frobenius norms add in squares, the KL means by share
+                            d = d.double()
+                            d = d**2 if cfg.attn_init_metric == "fro" else share * d
+                            D[key] = D[key] + d if key in D else d
+                    if cfg.attn_init_metric == "fro":
+                        D = {key: d.sqrt() for key, d in D.items()}
+                for (path, g), d in D.items():
+                    st = self.states[path][g]
+                    m0 = (cfg.init_logit + cfg.attn_init_kappa * zscore(d)).clamp_min(cfg.init_min)
+                    st.indicator.data.copy_(m0.to(st.indicator.dtype))
         finally:
             for _, _, st in self._all_states():
-                st.collect = False
-                st.capture = False
-        if cfg.similarity:
-            self._update_alpha(from_weights=not use_act)
-        gen = torch.Generator().manual_seed(cfg.seed)
+                st.captured = {}
+            self.model.train(was_training)
+
+    def _statistics_forward(self, inputs, collect: bool, capture: bool, init_groups) -> dict:
+        """One forward of ``inputs``: the similarity statistics (``collect``) and the gates' inputs and modules'
+        inputs that the init needs (``capture``); returns the recorded module inputs."""
+        wanted = set()
+        if capture:  # the layers whose init needs their inputs (output difference)
+            for lc in self.cost.layers:
+                strategies = {lc.adapter.init_strategy(lc.module, g) for g in init_groups.get(lc.path, ())}
+                if "output_difference" in strategies:
+                    wanted.add(lc.path)
+        for _, _, st in self._all_states():
+            st.collect, st.capture = collect, capture
+        self._watch_tokens(collect)
+        try:
+            return self._recorded_forward(wanted, inputs)
+        finally:
+            self._watch_tokens(self._collecting)
+            for _, _, st in self._all_states():
+                st.collect = st.capture = False
+
+    def _init_differences(self, init_groups, inputs, gen) -> dict[tuple[str, str], torch.Tensor]:
+        """``D`` ``(h, d)`` of every group to initialise, from the last captured forward."""
+        cfg, out = self.cfg, {}
         for lc in self.cost.layers:
             for g in init_groups.get(lc.path, ()):
                 st = self.states[lc.path][g]
                 if lc.adapter.init_strategy(lc.module, g) == "attention_difference":
-                    D = linear_attention_difference(
+                    out[lc.path, g] = linear_attention_difference(
                         st.captured["q"],
                         st.captured["k"],
                         st.heads,
@@ -180,7 +265,7 @@ class Pruner:
                     )
                 else:
                     args, kwargs = inputs[lc.path]
-                    D = output_difference(
+                    out[lc.path, g] = output_difference(
                         lc.module,
                         args,
                         st,
@@ -189,14 +274,11 @@ class Pruner:
                         lc.adapter.output_linear(lc.module, g),
                         source=lc.adapter.input_linear(lc.module, g),
                     )
-                m0 = (cfg.init_logit + cfg.attn_init_kappa * zscore(D)).clamp_min(cfg.init_min)
-                st.indicator.data.copy_(m0.to(st.indicator.dtype))
-        for _, _, st in self._all_states():
-            st.captured = {}
-        self.model.train(was_training)
+        return out
 
-    def _recorded_forward(self, paths) -> dict[str, tuple[tuple, dict]]:
-        """One forward of the calibration batch, recording the inputs of the modules at ``paths``."""
+    def _recorded_forward(self, paths, inputs=None) -> dict[str, tuple[tuple, dict]]:
+        """One forward of ``inputs`` (default: the calibration batch), recording the inputs of the modules at
+        ``paths``."""
         grabbed: dict[str, tuple[tuple, dict]] = {}
         hooks = [
             lc.module.register_forward_pre_hook(
@@ -207,7 +289,8 @@ class Pruner:
             if lc.path in paths
         ]
         try:
-            call_model(self.model, _to(self.example_inputs, next(self.model.parameters()).device))
+            inputs = self.example_inputs if inputs is None else inputs
+            call_model(self.model, _to(inputs, next(self.model.parameters()).device))
         finally:
             for h in hooks:
                 h.remove()
@@ -251,7 +334,7 @@ class Pruner:
                 if from_weights:
                     alpha = alpha_from_weights(lc.adapter.channel_weights(lc.module, g))
                 elif st.grams:
-                    alpha = alpha_from_grams(list(st.grams.values()))
+                    alpha = alpha_from_grams(st.gram_matrices(centered=self.cfg.similarity_center))
                 else:
                     continue
                 st.alpha.copy_(alpha.to(st.alpha.dtype))
@@ -325,6 +408,7 @@ class Pruner:
             for _, _, st in self._all_states():
                 st.collect = False
             self._collecting = False
+            self._watch_tokens(False)
         elif (
             self.cfg.similarity
             and self.cfg.similarity_source == "activation"
@@ -334,6 +418,7 @@ class Pruner:
             for _, _, st in self._all_states():
                 st.collect = st.prunable
             self._collecting = True
+            self._watch_tokens(True)
         if self.current_macs() <= self.target:
             self.below_target_steps += 1
         else:
@@ -348,6 +433,7 @@ class Pruner:
                 st.freeze()
             st.collect = False
         self._collecting = False
+        self._watch_tokens(False)
         _logger.info(
             "masks frozen at step %d (budget %g, target %g)", self.step_count, self.current_macs(), self.target
         )
@@ -363,6 +449,7 @@ class Pruner:
         self.step_count = int(state["step_count"])
         self.below_target_steps = int(state["below_target_steps"])
         self._collecting = bool(state.get("collecting", False))
+        self._watch_tokens(self._collecting)
         for _, _, st in self._all_states():
             st.collect = self._collecting and st.prunable
             if bool(st.frozen):
@@ -498,6 +585,7 @@ class Pruner:
         Returns the same model object, now a plain ``nn.Module``. Rebuild optimizers afterwards."""
         plan = plan or self.plan()
         self.fold_reweight()
+        self._watch_tokens(False)
         for lc in self.cost.layers:
             lc.adapter.uninstall(lc.module)
         self.states = {}
