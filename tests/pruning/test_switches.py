@@ -81,6 +81,42 @@ def test_centered_similarity_is_the_channels_correlation():
     assert centered[0, 0] < centered[0, 2] and centered[0, 1] < centered[0, 3]
 
 
+def test_odds_combine_keeps_the_indicators_ranking_where_the_sigmoid_saturates():
+    """``similarity_combine="odds"`` scores ``σ(m + log α)``: with indicators near ``σ(3)`` (the init) the product
+    ``α·σ(m)`` ranks by α alone, the odds still by ``m``; α tips close calls; uniform α changes nothing."""
+    # head 0 saturated, head 1 all below zero: the layer keeps 4 channels, 2 per head
+    m = torch.tensor([[4.0, 3.0, 2.0, 1.5], [-1.0, -1.0, -1.0, -1.0]])
+    alpha = torch.tensor([[0.7, 0.9, 1.1, 1.3], [1.0, 1.0, 1.0, 1.0]])
+    kept = {}
+    for combine in ("product", "odds"):
+        st = GroupState(2, 4, "v", threshold="raw", combine=combine)
+        st.indicator.data.copy_(m)
+        st.alpha.copy_(alpha)
+        kept[combine] = st.hard_mask()[0]
+        torch.testing.assert_close(st.ste_mask(), st.hard_mask())  # the STE forward is the hard mask
+        st.alpha.fill_(1.0)
+        torch.testing.assert_close(st.scores(), torch.sigmoid(st.indicator))
+    assert kept["product"].tolist() == [0.0, 0.0, 1.0, 1.0]  # α alone: the two lowest indicators kept
+    assert kept["odds"].tolist() == [1.0, 1.0, 0.0, 0.0]
+    close = GroupState(1, 2, "v", combine="odds")
+    close.indicator.data.copy_(torch.tensor([[3.0, 2.9]]))
+    close.alpha.copy_(torch.tensor([[0.8, 1.2]]))
+    assert close.scores()[0, 1] > close.scores()[0, 0]
+    with pytest.raises(ValueError, match="combine must be"):
+        GroupState(1, 2, "v", combine="sum")
+
+
+def test_odds_combine_config_reaches_the_gates(swin):
+    m, x = swin
+    p = Pruner(m, PruneConfig(target_macs=0.7, similarity_combine="odds"), x)
+    p.prepare()
+    for st in states(p, "qk"):
+        assert st.combine == "odds"
+        torch.testing.assert_close(st.scores(), torch.sigmoid(st.indicator + st.alpha.log()))
+    with pytest.raises(ConfigError, match="similarity_combine"):
+        PruneConfig(similarity_combine="sum")
+
+
 def test_equal_heads_switch():
     scores = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.9, 0.2, 0.1, 0.1]])
     st_eq = GroupState(2, 4, "qk", equal_heads=True)

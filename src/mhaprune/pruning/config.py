@@ -120,6 +120,9 @@ class PruneConfig:
         similarity_every: recompute the activation similarity every this many steps (0: only at calibration).
         similarity_center: the activation similarity from the channels' correlation (activations minus their
             mean) instead of the cosine of the raw activations, which channels with a large common offset dominate.
+        similarity_combine: how α enters the masking score: ``"product"`` ``α·σ(m)`` (the paper) or ``"odds"``
+            ``σ(m + log α)``: α scales the indicator's odds, so where ``σ(m)`` saturates (the data-driven init starts
+            near ``σ(3)``) the learned indicators still rank the channels of a head and α only tips close calls.
         equal_heads: keep the same number of channels in every head (§2.3). Off: channels are kept independently
             and the deployable model pads every head to the widest one.
         round_to: round the kept channels per head to a multiple of this (8 = hardware friendly; 1 = off).
@@ -165,6 +168,7 @@ class PruneConfig:
     similarity_source: str = field(default="activation", metadata={"choices": ("activation", "weight")})
     similarity_every: int = field(default=50, metadata={"metavar": "STEPS"})
     similarity_center: bool = False
+    similarity_combine: str = field(default="product", metadata={"choices": ("product", "odds")})
     equal_heads: bool = True
     round_to: int = field(default=1, metadata={"metavar": "K"})
     same_qk_v_width: bool = False

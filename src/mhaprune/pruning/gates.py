@@ -28,6 +28,8 @@ class GroupState(nn.Module):
         reweight: ``None``, ``"head"`` (log-temperature per head), ``"channel_temp"`` (log-temperature per channel)
             or ``"channel"`` (free scale per channel).
         prunable: ``False`` keeps every channel (the group is not pruned) but reweighting may still apply.
+        combine: how α enters the score: ``"product"`` ``α·σ(m)`` (the paper) or ``"odds"`` ``σ(m + log α)`` (α
+            scales the odds, so a saturated ``σ(m)`` does not hand the ranking to α).
     """
 
     def __init__(
@@ -42,8 +44,12 @@ class GroupState(nn.Module):
         min_per_head: int = 1,
         reweight: str | None = None,
         prunable: bool = True,
+        combine: str = "product",
     ):
         super().__init__()
+        if combine not in ("product", "odds"):
+            raise ValueError(f"combine must be 'product' or 'odds', got {combine!r}")
+        self.combine = combine
         self.heads, self.width, self.name = heads, width, name
         self.threshold, self.equal_heads = threshold, equal_heads
         self.round_to, self.min_per_head, self.prunable = round_to, min_per_head, prunable
@@ -76,7 +82,9 @@ class GroupState(nn.Module):
 
     # ---------------------------------------------------------------- scores and masks
     def scores(self) -> torch.Tensor:
-        """``s = α · σ(m)`` (differentiable in ``m``)."""
+        """``s = α · σ(m)`` or, ``combine="odds"``, ``σ(m + log α)`` (differentiable in ``m``)."""
+        if self.combine == "odds":
+            return torch.sigmoid(self.indicator + torch.log(self.alpha))
         return self.alpha * torch.sigmoid(self.indicator)
 
     def keep_total(self) -> int:

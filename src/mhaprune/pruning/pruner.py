@@ -153,6 +153,7 @@ class Pruner:
                     cfg.min_per_head,
                     modes.get(g),
                     prunable,
+                    cfg.similarity_combine,
                 )
                 p = next(lc.module.parameters())
                 st.to(device=p.device)
