@@ -5,8 +5,10 @@
 
 Every method starts from the same bundled dense reference, uses the same KD teacher (the dense model), data and
 fine-tune recipe; ours adds its search (``--search-epochs``). Stages: right after pruning (no fine-tune), after a short
-fine-tune (``--short-epochs``, its own schedule) and after the full fine-tune (``--full-epochs``). A control row
-"dense" fine-tunes the dense model for the full budget. Accuracies are top-1 on the 5,000-image validation split
+fine-tune (``--short-epochs``, its own schedule) and after the full fine-tune (``--full-epochs``); methods that do not
+train while they prune also get ``full-ft-equal``, fine-tuned for ``--search-epochs`` + ``--full-epochs`` (as long
+as ours trains in all), so that no method wins by training longer. ``--ft-lr`` sets the fine-tunes' learning rate
+apart from the search's. A control row "dense" fine-tunes the dense model for the full budget. Accuracies are top-1 on the 5,000-image validation split
 (used for every decision) and on the 10,000-image test split (reported only).
 
 Methods: ``ours`` (the full method, library defaults), ``ours-paper`` (the full method with the paper's starting
@@ -73,7 +75,8 @@ def _finetune(model, teacher, epochs: float, splits, args):
     if epochs <= 0:
         return model
     loss = DistillationLoss(ClassificationLoss(0.1), teacher, alpha=args.kd_alpha)
-    trainer = Trainer(model, splits.train, None, recipe(epochs, args), loss=loss)
+    changes = {"lr": args.ft_lr} if args.ft_lr is not None else {}
+    trainer = Trainer(model, splits.train, None, recipe(epochs, args, **changes), loss=loss)
     trainer.fit()
     return trainer.eval_model()
 
@@ -82,6 +85,16 @@ def _scores(model, splits, args) -> dict:
     v = evaluate(model, splits.val, device=args.device)["top1"]
     t = evaluate(model, splits.test, device=args.device)["top1"]
     return {"val_top1": v, "test_top1": t}
+
+
+def _trains(method: str) -> bool:
+    """Whether the method trains the weights while it prunes (ours and its variants): the others get a
+    ``full-ft-equal`` row fine-tuned for the search's epochs plus the full fine-tune's."""
+    return not method.startswith("tp-") and method != "dense" and get_method(method).trains
+
+
+def _last_stage(method: str) -> str:
+    return "full-ft" if method == "dense" or _trains(method) else "full-ft-equal"
 
 
 def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
@@ -98,9 +111,12 @@ def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
     base = {"method": method, "budget": budget, "seed": seed, "macs": macs, **extra}
     if method != "dense":
         write_row({**base, "stage": "no-ft", "finetune_epochs": 0.0, **_scores(cut, splits, args)})
-    for stage, epochs in (("short-ft", args.short_epochs), ("full-ft", args.full_epochs)):
-        if method == "dense" and stage == "short-ft":
-            continue
+    stages = [("short-ft", args.short_epochs), ("full-ft", args.full_epochs)]
+    if method == "dense":
+        stages = stages[1:]
+    elif not _trains(method):  # equal training: as many epochs as ours' search and full fine-tune together
+        stages.append(("full-ft-equal", args.search_epochs + args.full_epochs))
+    for stage, epochs in stages:
         seed_all(seed)
         t1 = time.time()
         tuned = _finetune(copy.deepcopy(cut), teacher, epochs, splits, args)
@@ -134,7 +150,7 @@ def plot(summary: list[dict], dense_macs: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = [s for s in ("no-ft", "short-ft", "full-ft") if any(r["stage"] == s for r in summary)]
+    stages = [s for s in ("no-ft", "short-ft", "full-ft", "full-ft-equal") if any(r["stage"] == s for r in summary)]
     fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 4), squeeze=False)
     for ax, stage in zip(axes[0], stages):
         for method in sorted({r["method"] for r in summary if r["method"] != "dense"}):
@@ -168,6 +184,7 @@ def main(argv=None) -> int:
     p.add_argument("--full-epochs", type=float, default=2.0)
     p.add_argument("--batch-size", type=int, help="default: configs/benchmark-stage.yaml")
     p.add_argument("--lr", type=float, help="default: configs/benchmark-stage.yaml")
+    p.add_argument("--ft-lr", type=float, help="learning rate of the fine-tunes (default: --lr); the search keeps --lr")
     p.add_argument("--kd-alpha", type=float, default=0.5)
     p.add_argument("--calib-size", type=int, default=256, help="labelled calibration images of the one-shot baseline")
     p.add_argument("--train-subset", type=int, default=None, help="use only this many training images (smoke tests)")
@@ -194,7 +211,7 @@ def main(argv=None) -> int:
     done = {
         (r["method"], r["budget"] if r["method"] != "dense" else None, r["seed"])
         for r in rows
-        if r["stage"] == "full-ft"
+        if r["stage"] == _last_stage(r["method"])
     }
     runs = old.get("runs") or ([old["meta"]] if "meta" in old else [])
     t0 = time.time()

@@ -51,17 +51,19 @@ def test_accuracy_benchmark_smoke(tmp_path):
         "0",
     ]
     argv += ["--train-subset", "128", "--eval-subset", "64", "--search-epochs", "0.5", "--short-epochs", "0.5"]
-    argv += ["--full-epochs", "1", "--batch-size", "32", "--calib-size", "8", "--out", str(out)]
+    argv += ["--full-epochs", "1", "--batch-size", "32", "--calib-size", "8", "--ft-lr", "1e-4", "--out", str(out)]
     assert accuracy.main(argv) == 0
     res = json.loads((out / "accuracy.json").read_text())
     stages = {(r["method"], r["stage"]) for r in res["rows"]}
     assert stages == {
         ("ours", "no-ft"), ("ours", "short-ft"), ("ours", "full-ft"),
-        ("l1", "no-ft"), ("l1", "short-ft"), ("l1", "full-ft"),
-        ("tp-taylor", "no-ft"), ("tp-taylor", "short-ft"), ("tp-taylor", "full-ft"),
-        ("oneshot", "no-ft"), ("oneshot", "short-ft"), ("oneshot", "full-ft"),
+        ("l1", "no-ft"), ("l1", "short-ft"), ("l1", "full-ft"), ("l1", "full-ft-equal"),
+        ("tp-taylor", "no-ft"), ("tp-taylor", "short-ft"), ("tp-taylor", "full-ft"), ("tp-taylor", "full-ft-equal"),
+        ("oneshot", "no-ft"), ("oneshot", "short-ft"), ("oneshot", "full-ft"), ("oneshot", "full-ft-equal"),
         ("dense", "full-ft"),
     }  # fmt: skip
+    # equal training: the methods that do not search fine-tune as long as ours' search and full fine-tune together
+    assert {r["finetune_epochs"] for r in res["rows"] if r["stage"] == "full-ft-equal"} == {1.5}
     for r in res["rows"]:
         assert r["method"] == "dense" or r["macs"] <= 0.5 * res["dense_macs"] + 1
         assert 0 <= r["test_top1"] <= 100
@@ -74,7 +76,7 @@ def test_accuracy_benchmark_smoke(tmp_path):
     assert accuracy.main([*argv[:2], "--methods", "l1", "random", *rest]) == 0
     again = json.loads((out / "accuracy.json").read_text())
     assert again["rows"][: len(res["rows"])] == res["rows"]
-    assert {r["method"] for r in again["rows"][len(res["rows"]) :]} == {"random"}
+    assert {r["method"] for r in again["rows"][len(res["rows"]) :]} == {"random"}  # l1 (equal row done) skipped
     assert len(again["runs"]) == 2
 
 
@@ -188,7 +190,7 @@ def test_minilm_benchmark_equal_training_and_resume(tmp_path, text_encoder):
     assert minilm.main([*argv, "--methods", "l1", "random"]) == 0  # l1 is done: only random runs
     again = json.loads((out / "minilm.json").read_text())
     assert again["rows"][: len(res["rows"])] == res["rows"]
-    assert {r["method"] for r in again["rows"][len(res["rows"]) :]} == {"random"} and len(again["runs"]) == 2
+    assert {r["method"] for r in again["rows"][len(res["rows"]) :]} == {"random"}  # l1 (equal row done) skipped and len(again["runs"]) == 2
     table = tables.minilm_table(again)
     assert "| 60% | l1 | 1 |" in table and table.count("\n") == 2 + 3 - 1
 
