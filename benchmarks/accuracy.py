@@ -8,8 +8,8 @@ fine-tune recipe; ours adds its search (``--search-epochs``). Stages: right afte
 fine-tune (``--short-epochs``, its own schedule) and after the full fine-tune (``--full-epochs``); methods that do not
 train while they prune also get ``full-ft-equal``, fine-tuned for ``--search-epochs`` + ``--full-epochs`` (as long
 as ours trains in all), so that no method wins by training longer. ``--ft-lr`` sets the fine-tunes' learning rate
-apart from the search's. A control row "dense" fine-tunes the dense model for the full budget. Accuracies are top-1 on the 5,000-image validation split
-(used for every decision) and on the 10,000-image test split (reported only).
+apart from the search's. A control row "dense" fine-tunes the dense model for the full budget. Accuracies are top-1
+on the 5,000-image validation split (used for every decision) and on the 10,000-image test split (reported only).
 
 Methods: ``ours`` (the full method, library defaults), ``ours-paper`` (the full method with the paper's starting
 choices: squared regulariser, attention-difference init on linear-attention Q/K only), ``unconstrained`` (ours
