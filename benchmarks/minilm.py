@@ -130,8 +130,9 @@ def cut(label: str, dense, budget: float, seed: int, splits, args):
                 eval_splits="none", objective="features", objective_options={"layers": (-1,)})  # fmt: skip
     rep = res.report
     extra = {"prune_s": round(time.time() - t0, 1), "calibrate_s": rep.calibrate_s, "search_steps": rep.search_steps}
-    if "search_reached_target" in rep.method_info:
-        extra["search_reached_target"] = rep.method_info["search_reached_target"]
+    for key in ("search_reached_target", "search_reached_at_step", "search_frozen_at_step"):
+        if key in rep.method_info:
+            extra[key] = rep.method_info[key]
     if "search_macs" in rep.method_info:  # where the search's masks ended (the plan repairs the rest)
         extra["search_macs_kept"] = round(rep.method_info["search_macs"] / rep.dense.macs, 4)
     return res.model, extra

@@ -31,7 +31,7 @@ def search(out=None, max_steps=40, resume=None, crash_at=None, **options):
     torch.manual_seed(0)
     model = mhaprune.create_model("deit_micro", depth=2, drop_path_rate=0.0)
     data = synthetic()
-    cfg = PruneConfig(target_macs=0.6, patience=0, indicator_lr=0.2, similarity_every=5, **options)
+    cfg = PruneConfig(**{"target_macs": 0.6, "patience": 0, "indicator_lr": 0.2, "similarity_every": 5, **options})
     pruner = Pruner(model, cfg, data.tensors[0][:16])
     pruner.prepare()
     cfg = TrainConfig(
@@ -78,6 +78,18 @@ def test_search_resumes_exactly(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     assert resumed.step_count == full.step_count == 30
+    assert (resumed.reached_at_step, resumed.frozen_at_step) == (full.reached_at_step, full.frozen_at_step)
+
+
+def test_search_records_when_it_reached_the_target_and_froze():
+    """``reached_at_step``: the first step whose masks met the target; ``frozen_at_step``: when patience froze them,
+    at least ``patience`` steps later; without patience nothing freezes."""
+    pruner, _ = search(max_steps=40, patience=5)
+    assert pruner.reached_at_step is not None and pruner.frozen_at_step is not None
+    assert pruner.frozen_at_step >= pruner.reached_at_step + 4
+    assert pruner.frozen and pruner.current_macs() <= pruner.target
+    free, _ = search(max_steps=40)
+    assert free.reached_at_step is not None and free.frozen_at_step is None and not free.frozen
 
 
 def _weights(pruner):

@@ -105,6 +105,10 @@ def run_ours(model, ctx: MethodContext) -> MethodResult:
     search_macs = pruner.current_macs()
     info["search_macs"] = search_macs  # of the masks when the search ended (the plan then repairs to the target)
     info["search_reached_target"] = search_macs <= pruner.target
+    # when the masks first met the target and when they froze (None: never): the steps after the freeze train the
+    # final architecture's weights, those before it train under moving masks
+    info["search_reached_at_step"] = pruner.reached_at_step
+    info["search_frozen_at_step"] = pruner.frozen_at_step
     if search_macs > SEARCH_SLACK * pruner.target:
         _logger.warning(
             "the search ended with its masks at %.1f%% of the dense %s, above the target %.1f%%, after %d steps: "

@@ -125,6 +125,9 @@ class Pruner:
         self.states: dict[str, dict[str, GroupState]] = {}
         self.step_count = 0
         self.below_target_steps = 0
+        # the search's course: the first step whose masks met the target, the step the masks froze (None: not yet)
+        self.reached_at_step: int | None = None
+        self.frozen_at_step: int | None = None
         self._collecting = False
         self._token_watch = None  # hook handle while statistics are collected (see _watch_tokens)
 
@@ -422,6 +425,8 @@ class Pruner:
             self._watch_tokens(True)
         if self.current_macs() <= self.target:
             self.below_target_steps += 1
+            if self.reached_at_step is None:
+                self.reached_at_step = self.step_count
         else:
             self.below_target_steps = 0
         if self.cfg.patience and self.below_target_steps >= self.cfg.patience:
@@ -429,6 +434,7 @@ class Pruner:
 
     def freeze(self) -> None:
         """Fix the current masks (the search is over); weights may keep training."""
+        self.frozen_at_step = self.step_count
         for _, _, st in self._all_states():
             if st.prunable:
                 st.freeze()
@@ -444,11 +450,15 @@ class Pruner:
             "step_count": self.step_count,
             "below_target_steps": self.below_target_steps,
             "collecting": self._collecting,
+            "reached_at_step": self.reached_at_step,
+            "frozen_at_step": self.frozen_at_step,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.step_count = int(state["step_count"])
         self.below_target_steps = int(state["below_target_steps"])
+        self.reached_at_step = state.get("reached_at_step")  # absent in checkpoints before these were recorded
+        self.frozen_at_step = state.get("frozen_at_step")
         self._collecting = bool(state.get("collecting", False))
         self._watch_tokens(self._collecting)
         for _, _, st in self._all_states():
