@@ -68,6 +68,9 @@ def first_n(dataset, n: int | None) -> None:
 
 
 def finish_figure(fig, axes, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)  # the benchmarks redraw after every row: an open figure per row would pile up

@@ -225,7 +225,8 @@ def plan_from_rankings(
     meta = dict(meta or {})
     if macs is not cost:
         meta["latency"] = {
-            "target_ms": target,
+            # rounded alike (rounding is monotonic, so a plan under its target stays under it in the record)
+            "target_ms": round(target, 4),
             "predicted_ms": round(cost.total(widths), 4),
             "dense_ms": round(cost.dense_total, 4),
             "setting": dataclasses.asdict(cost.setting),
