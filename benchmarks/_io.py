@@ -61,6 +61,15 @@ def recipe(epochs: float, args, **changes) -> TrainConfig:
     return base.replace(**{"epochs": epochs, "warmup_epochs": warmup, "device": args["device"], **given, **changes})
 
 
+def trains_while_pruning(method: str) -> bool:
+    """Whether a registered method trains the weights while it prunes (ours and its variants); Torch-Pruning
+    (``tp-*``) and the ``dense`` control do not. The others get a ``full-ft-equal`` row, fine-tuned as long as ours
+    trains in all."""
+    from mhaprune.methods import get_method
+
+    return not method.startswith("tp-") and method != "dense" and get_method(method).trains
+
+
 def first_n(dataset, n: int | None) -> None:
     """Keep only the first ``n`` images of a split (``None`` / 0: all), for smoke tests."""
     if n:

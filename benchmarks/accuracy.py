@@ -49,7 +49,7 @@ from mhaprune.pruning import PruneConfig
 from mhaprune.train import ClassificationLoss, DistillationLoss, Trainer, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import cells, finish_figure, first_n, recipe, require, write_csv
+from ._io import cells, finish_figure, first_n, recipe, require, trains_while_pruning, write_csv
 from .torch_pruning_baseline import tp_prune_to
 
 # every registered method (mhaprune.methods), plus Torch-Pruning behind its optional dependency
@@ -88,14 +88,8 @@ def _scores(model, splits, args) -> dict:
     return {"val_top1": v, "test_top1": t}
 
 
-def _trains(method: str) -> bool:
-    """Whether the method trains the weights while it prunes (ours and its variants): the others get a
-    ``full-ft-equal`` row fine-tuned for the search's epochs plus the full fine-tune's."""
-    return not method.startswith("tp-") and method != "dense" and get_method(method).trains
-
-
 def _last_stage(method: str) -> str:
-    return "full-ft" if method == "dense" or _trains(method) else "full-ft-equal"
+    return "full-ft" if method == "dense" or trains_while_pruning(method) else "full-ft-equal"
 
 
 def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
@@ -115,7 +109,7 @@ def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
     stages = [("short-ft", args.short_epochs), ("full-ft", args.full_epochs)]
     if method == "dense":
         stages = stages[1:]
-    elif not _trains(method):  # equal training: as many epochs as ours' search and full fine-tune together
+    elif not trains_while_pruning(method):  # equal training: as many epochs as ours' search and full fine-tune together
         stages.append(("full-ft-equal", args.search_epochs + args.full_epochs))
     for stage, epochs in stages:
         seed_all(seed)

@@ -47,7 +47,7 @@ from mhaprune.train import Trainer, make_objective
 from mhaprune.train.metrics import embeddings, encoder_metrics
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import cells, require, write_csv
+from ._io import cells, require, trains_while_pruning, write_csv
 
 STAGES = ("no-ft", "short-ft", "full-ft", "full-ft-equal")
 BASELINES = ("oneshot", "l1", "random")
@@ -81,8 +81,7 @@ def parse_method(label: str) -> tuple[str, dict]:
 
 def searches(label: str) -> bool:
     """Whether the method trains the weights while it searches (ours and its variants)."""
-    name = parse_method(label)[0]
-    return not name.startswith("tp-") and get_method(name).trains
+    return trains_while_pruning(parse_method(label)[0])
 
 
 def stage_recipe(steps: int, seed: int, args) -> mhaprune.TrainConfig:
