@@ -10,6 +10,7 @@ from mhaprune.pipeline import prune
 from mhaprune.pruning import PruneConfig
 from mhaprune.pruning.config import ConfigError
 from mhaprune.pruning.oneshot import output_linear
+from mhaprune.pruning.pruner import FEEDBACK_TOLERANCE
 from mhaprune.train import TrainConfig
 
 
@@ -58,7 +59,9 @@ def test_latency_target_is_predicted_and_measured(tmp_path, monkeypatch):
     meta = res.plan.meta["latency"]  # planned to the target, or looser where the clock found the plan faster
     assert lt["target_ms"] == pytest.approx(meta["target_ms"]) and lt["measured_ms"] > 0 and lt["batch"] == 16
     assert lt["predicted_ms"] <= max(lt["target_ms"], meta["planned_to_ms"]) * (1 + 1e-4)
-    assert meta["measured_ms"] <= lt["target_ms"] or meta["planned_to_ms"] <= lt["target_ms"]  # never looser if slow
+    # on target (up to the feedback's tolerance over it), or planned no looser than the target where it stayed slow
+    on_target = meta["measured_ms"] <= lt["target_ms"] * (1 + FEEDBACK_TOLERANCE)
+    assert on_target or meta["planned_to_ms"] <= lt["target_ms"]
     assert res.report.target_macs == res.plan.pruned_macs
     with pytest.raises(ConfigError, match="prunes to a MACs target"):
         mhaprune.prune(mhaprune.create_model("deit_micro"), data, method="l1", config=cfg, eval_splits="none")

@@ -554,8 +554,8 @@ class Pruner:
         target, plan, measured = max(within, key=lambda t: t[2]) if within else min(tried, key=lambda t: t[2])
         first_predicted = tried[0][1].meta["latency"]["predicted_ms"]
         first_error = tried[0][2] / first_predicted
-        info = plan.meta["latency"]
-        info.update(target_ms=goal, planned_to_ms=round(target, 4), measured_ms=round(measured, 4),
+        info = plan.meta["latency"]  # every figure rounded alike, so comparisons in the record hold as computed
+        info.update(target_ms=round(goal, 4), planned_to_ms=round(target, 4), measured_ms=round(measured, 4),
                     feedback_ms=[round(t[2], 4) for t in tried], tables_error=round(first_error, 4),
                     clock=clock)  # fmt: skip
         if not 0.8 <= first_error <= 1.25:
