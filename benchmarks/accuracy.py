@@ -43,6 +43,7 @@ import torch
 
 import mhaprune
 from mhaprune.data import build_data
+from mhaprune.export import load_pruned, save_pruned
 from mhaprune.methods import get_method, list_methods
 from mhaprune.pipeline import prune
 from mhaprune.pruning import PruneConfig
@@ -92,32 +93,54 @@ def _last_stage(method: str) -> str:
     return "full-ft" if method == "dense" or trains_while_pruning(method) else "full-ft-equal"
 
 
-def run_one(method, budget, seed, dense, teacher, splits, args, write_row):
+def _cut_or_load(method, budget, seed, dense, splits, args) -> tuple[torch.nn.Module, dict, bool]:
+    """The pruned model right after pruning, its extra report fields, and whether it was pruned now. A cut that
+    carries a plan (every registered method's) is kept under ``--out``/cuts/, so that a stage interrupted later
+    resumes from the same weights instead of searching again; Torch-Pruning's cuts are recomputed (deterministic,
+    seconds)."""
+    folder = Path(args.out) / "cuts" / f"{method}@{budget:g}#{seed}"
+    if (folder / "model.safetensors").exists():
+        extra = json.loads((folder / "config.json").read_text()).get("benchmark", {})
+        return load_pruned(folder, args.device).eval(), extra, False
     seed_all(seed)
-    t0 = time.time()
     if method == "dense":
-        extra, cut = {}, copy.deepcopy(dense)
-    elif method.startswith("tp-"):  # Torch-Pruning: magnitude or Taylor importance, Q/K/V head dims + MLP hidden
+        return copy.deepcopy(dense), {}, True
+    if method.startswith("tp-"):  # Torch-Pruning: magnitude or Taylor importance, Q/K/V head dims + MLP hidden
         calib = torch.stack([splits.train[i][0] for i in range(64)])
-        cut, extra = tp_prune_to(dense, budget, method.removeprefix("tp-"), calib), {}
-    else:
-        cut, extra = _cut(method, dense, budget, seed, splits, args)
-    macs = mhaprune.count_macs(cut).total
-    base = {"method": method, "budget": budget, "seed": seed, "macs": macs, **extra}
-    if method != "dense":
-        write_row({**base, "stage": "no-ft", "finetune_epochs": 0.0, **_scores(cut, splits, args)})
+        return tp_prune_to(dense, budget, method.removeprefix("tp-"), calib), {}, True
+    cut, extra = _cut(method, dense, budget, seed, splits, args)
+    save_pruned(cut, folder, extra={"benchmark": extra})
+    return cut, extra, True
+
+
+def _stages(method: str, args) -> list[tuple[str, float]]:
+    """The stages after the cut, with their fine-tune epochs (``no-ft`` is measured on the cut itself)."""
     stages = [("short-ft", args.short_epochs), ("full-ft", args.full_epochs)]
     if method == "dense":
-        stages = stages[1:]
-    elif not trains_while_pruning(method):  # equal training: as many epochs as ours' search and full fine-tune together
+        return stages[1:]
+    if not trains_while_pruning(method):  # equal training: as many epochs as ours' search and full fine-tune together
         stages.append(("full-ft-equal", args.search_epochs + args.full_epochs))
-    for stage, epochs in stages:
+    return stages
+
+
+def run_one(method, budget, seed, dense, teacher, splits, args, write_row, done_stages=frozenset()):
+    """Every stage of one (method, budget, seed) cell that is not in ``done_stages``, each written as it ends."""
+    t0 = time.time()
+    cut, extra, fresh = _cut_or_load(method, budget, seed, dense, splits, args)
+    macs = mhaprune.count_macs(cut).total
+    base = {"method": method, "budget": budget, "seed": seed, "macs": macs, **extra}
+    if method != "dense" and "no-ft" not in done_stages:
+        write_row({**base, "stage": "no-ft", "finetune_epochs": 0.0, **_scores(cut, splits, args)})
+    for stage, epochs in _stages(method, args):
+        if stage in done_stages:
+            continue
         seed_all(seed)
         t1 = time.time()
         tuned = _finetune(copy.deepcopy(cut), teacher, epochs, splits, args)
         ft = {"finetune_s": round(time.time() - t1, 1)}
         write_row({**base, "stage": stage, "finetune_epochs": epochs, **ft, **_scores(tuned, splits, args)})
-    print(f"{method} @ {budget:.2f} seed {seed}: {time.time() - t0:.0f} s", flush=True)
+    print(f"{method} @ {budget:.2f} seed {seed}: {time.time() - t0:.0f} s{'' if fresh else ' (cut resumed)'}",
+          flush=True)  # fmt: skip
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -209,11 +232,13 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     old = json.loads((out / "accuracy.json").read_text()) if (out / "accuracy.json").exists() else {}
     rows: list[dict] = old.get("rows", [])
-    done = {
-        (r["method"], r["budget"] if r["method"] != "dense" else None, r["seed"])
-        for r in rows
-        if r["stage"] == _last_stage(r["method"])
-    }
+
+    def key(method, budget, seed):
+        return method, budget if method != "dense" else None, seed
+
+    done: dict[tuple, set[str]] = {}  # the stages already measured, by (method, budget, seed)
+    for r in rows:
+        done.setdefault(key(r["method"], r["budget"], r["seed"]), set()).add(r["stage"])
     runs = old.get("runs") or ([old["meta"]] if "meta" in old else [])
     t0 = time.time()
     this_run = {**run_metadata(), "args": vars(args)}
@@ -235,11 +260,12 @@ def main(argv=None) -> int:
             for method in methods:
                 if method == "dense" and budget != budgets[0]:
                     continue
-                if (method, budget if method != "dense" else None, seed) in done:
+                stages = done.get(key(method, budget, seed), set())
+                wanted = {s for s, _ in _stages(method, args)} | ({"no-ft"} if method != "dense" else set())
+                if wanted <= stages:
                     print(f"{method} @ {budget:.2f} seed {seed}: already in {out}/accuracy.json, skipped")
                     continue
-                rows[:] = [r for r in rows if (r["method"], r["budget"], r["seed"]) != (method, budget, seed)]
-                run_one(method, budget, seed, dense, teacher, splits, args, write_row)
+                run_one(method, budget, seed, dense, teacher, splits, args, write_row, frozenset(stages))
     print(f"wrote {out}/accuracy.csv, accuracy.json, accuracy.png in {time.time() - t0:.0f} s")
     return 0
 

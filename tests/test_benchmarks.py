@@ -78,6 +78,24 @@ def test_accuracy_benchmark_smoke(tmp_path):
     assert again["rows"][: len(res["rows"])] == res["rows"]
     assert {r["method"] for r in again["rows"][len(res["rows"]) :]} == {"random"}  # l1 (equal row done) skipped
     assert len(again["runs"]) == 2
+    # an interrupted cell resumes stage by stage from its saved cut: ours' full-ft row lost, only it runs again,
+    # on the very weights the other stages started from (the search is not repeated)
+    cut = out / "cuts" / "ours@0.5#0"
+    assert (cut / "model.safetensors").exists()
+    kept = [r for r in again["rows"] if (r["method"], r["stage"]) != ("ours", "full-ft")]
+    (out / "accuracy.json").write_text(json.dumps({**again, "rows": kept}))
+    searched = accuracy._cut
+    accuracy._cut = None  # would raise if the cut were computed again
+    try:
+        assert accuracy.main([*argv[:2], "--methods", "ours", *rest]) == 0
+    finally:
+        accuracy._cut = searched
+    third = json.loads((out / "accuracy.json").read_text())
+    assert third["rows"][: len(kept)] == kept
+    (new_row,) = third["rows"][len(kept) :]
+    (old_row,) = [r for r in again["rows"] if (r["method"], r["stage"]) == ("ours", "full-ft")]
+    assert new_row["stage"] == "full-ft" and new_row["search_steps"] == old_row["search_steps"]
+    assert new_row["macs"] == old_row["macs"] and new_row["val_top1"] == pytest.approx(old_row["val_top1"])
 
 
 def test_cost_benchmark_reports_every_phase_against_a_dense_epoch(tmp_path):
