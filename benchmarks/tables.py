@@ -1,6 +1,7 @@
 """Markdown tables from committed benchmark results (so that every number in a README comes from a results file).
 
-python -m benchmarks.tables accuracy benchmarks/results/accuracy/accuracy.json
+python -m benchmarks.tables accuracy benchmarks/results/table_b/deit_micro/accuracy.json      # Table B, test split
+python -m benchmarks.tables accuracy-val benchmarks/results/table_b/deit_micro/accuracy.json  # the same on validation
 python -m benchmarks.tables cost benchmarks/results/cost/cost.json
 python -m benchmarks.tables minilm benchmarks/results/minilm/minilm.json        # Table A, test split
 python -m benchmarks.tables minilm-val benchmarks/results/minilm/minilm.json    # the same on validation
@@ -15,48 +16,54 @@ from pathlib import Path
 STAGES = ("no-ft", "short-ft", "full-ft")
 
 
-def _cell(rows: list[dict]) -> str:
-    if not rows:
+def _cell(vals: list[float], digits: int = 2) -> str:
+    """``mean ± std`` (sample std) of a cell's seeds; the mean alone for one seed; empty for none."""
+    if not vals:
         return ""
-    vals = [r["test_top1"] for r in rows]
     mean = sum(vals) / len(vals)
     if len(vals) == 1:
-        return f"{mean:.2f}"
+        return f"{mean:.{digits}f}"
     std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
-    return f"{mean:.2f} ± {std:.2f} (n={len(vals)})"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def accuracy_table(result: dict) -> str:
-    """One row per (budget, method), one column per stage: test top-1 (%), mean ± std over seeds."""
-    rows = result["rows"]
+def _equal_training(rows: list[dict]) -> list[dict]:
+    """A method's rows at equal training: ``full-ft-equal`` where it has them (methods that do not train while they
+    prune, fine-tuned as long as ours' search and fine-tune together), else ``full-ft`` (ours and its variants)."""
+    return [r for r in rows if r["stage"] == "full-ft-equal"] or [r for r in rows if r["stage"] == "full-ft"]
+
+
+def accuracy_table(result: dict, split: str = "test") -> str:
+    """Table B: one row per (budget, method), one column per stage and one at equal training: top-1 (%) on
+    ``split``, mean ± std over the seeds (their number in the n column). Per budget the best mean of each column
+    is bold (the dense control excluded)."""
+    rows, key = result["rows"], f"{split}_top1"
     dense_macs = result["dense_macs"]
-    out = ["| MACs budget | method | MACs kept | " + " | ".join(STAGES) + " |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["method"] == "dense":
-            ft = [x for x in rows if x["method"] == "dense" and x["stage"] == "full-ft"]
-            line = f"| 100% | dense, fine-tuned as long (control) | 100% | | | {_cell(ft)} |"
-            if line not in out:
-                out.append(line)
-    budgets = sorted({r["budget"] for r in rows if r["method"] != "dense"}, reverse=True)
-    for b in budgets:
-        methods = sorted({r["method"] for r in rows if r["budget"] == b and r["method"] != "dense"})
-        for m in methods:
-            sel = [r for r in rows if r["budget"] == b and r["method"] == m]
+    cols = (*STAGES, "equal training")
+    out = [f"| MACs budget | method | MACs kept | n | {' | '.join(cols)} |", "|---|---|---|---|" + "---|" * len(cols)]
+
+    dense = [r for r in rows if r["method"] == "dense" and r["stage"] == "full-ft"]
+    if dense:
+        ft = _cell([r[key] for r in dense])
+        out.append(f"| 100% | dense, fine-tuned as long (control) | 100% | {len(dense)} | | | {ft} | {ft} |")
+    for b in sorted({r["budget"] for r in rows if r["method"] != "dense"}, reverse=True):
+        at = {m: [r for r in rows if r["budget"] == b and r["method"] == m]
+              for m in sorted({r["method"] for r in rows if r["budget"] == b and r["method"] != "dense"})}  # fmt: skip
+        columns = {m: [[r[key] for r in sel if r["stage"] == s] for s in STAGES] + [[r[key] for r in
+                   _equal_training(sel)]] for m, sel in at.items()}  # fmt: skip
+        best = [max((sum(v[i]) / len(v[i]) for v in columns.values() if v[i]), default=None) for i in range(len(cols))]
+        for m, sel in at.items():
+            cells = []
+            for i, vals in enumerate(columns[m]):
+                text = _cell(vals)
+                cells.append(f"**{text}**" if vals and len(at) > 1 and sum(vals) / len(vals) == best[i] else text)
             kept = 100 * sel[0]["macs"] / dense_macs
-            cells = [_cell([r for r in sel if r["stage"] == s]) for s in STAGES]
-            out.append(f"| {100 * b:.0f}% | {m} | {kept:.1f}% | " + " | ".join(cells) + " |")
+            n = len({r["seed"] for r in sel})
+            out.append(f"| {100 * b:.0f}% | {m} | {kept:.1f}% | {n} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
 MINILM_STAGES = ("no-ft", "short-ft", "full-ft", "full-ft-equal")
-
-
-def _mean_std(vals: list[float]) -> str:
-    mean = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return f"{mean:.3f}"
-    std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
-    return f"{mean:.3f} ± {std:.3f}"
 
 
 def minilm_table(result: dict, split: str = "test") -> str:
@@ -71,7 +78,7 @@ def minilm_table(result: dict, split: str = "test") -> str:
             cells = []
             for s in MINILM_STAGES:
                 st = [r for r in sel if r["stage"] == s]
-                cells += [_mean_std([r[f"{split}_{k}"] for r in st]) if st else "" for k in ("cosine", "neighbours")]
+                cells += [_cell([r[f"{split}_{k}"] for r in st], 3) if st else "" for k in ("cosine", "neighbours")]
             n = len({r["seed"] for r in sel})
             out.append(f"| {100 * b:.0f}% | {m} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(out)
@@ -94,12 +101,12 @@ def cost_table(result: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("table", choices=("accuracy", "cost", "minilm", "minilm-val"))
+    p.add_argument("table", choices=("accuracy", "accuracy-val", "cost", "minilm", "minilm-val"))
     p.add_argument("path", type=Path)
     args = p.parse_args(argv)
     result = json.loads(args.path.read_text())
-    tables = {"accuracy": accuracy_table, "cost": cost_table, "minilm": minilm_table,
-              "minilm-val": lambda r: minilm_table(r, "val")}  # fmt: skip
+    tables = {"accuracy": accuracy_table, "accuracy-val": lambda r: accuracy_table(r, "val"), "cost": cost_table,
+              "minilm": minilm_table, "minilm-val": lambda r: minilm_table(r, "val")}  # fmt: skip
     print(tables[args.table](result))
     return 0
 

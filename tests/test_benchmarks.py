@@ -123,18 +123,27 @@ def test_accuracy_table_is_mean_and_std_over_seeds_of_the_rows():
     from benchmarks.tables import accuracy_table
 
     rows = [
-        {"method": m, "budget": 0.5, "seed": s, "stage": st, "macs": 50, "test_top1": acc}
+        {"method": m, "budget": 0.5, "seed": s, "stage": st, "macs": 50, "test_top1": acc, "val_top1": acc - 1}
         for m, base in (("ours", 90.0), ("l1", 89.0))
         for s in range(3)
         for st, acc in (("no-ft", base - s), ("short-ft", base + 0.5 * s), ("full-ft", base + 1))
     ]
-    rows.append({"method": "dense", "budget": 0.5, "seed": 0, "stage": "full-ft", "macs": 100, "test_top1": 91.0})
+    # l1 does not train while it prunes: its equal-training column is its full-ft-equal row, ours' its full-ft
+    rows += [{"method": "l1", "budget": 0.5, "seed": s, "stage": "full-ft-equal", "macs": 50, "test_top1": 91.5,
+              "val_top1": 88.0} for s in range(3)]  # fmt: skip
+    rows.append({"method": "dense", "budget": 0.5, "seed": 0, "stage": "full-ft", "macs": 100, "test_top1": 91.0,
+                 "val_top1": 90.0})  # fmt: skip
     table = accuracy_table({"rows": rows, "dense_macs": 100}).splitlines()
-    assert table[2] == "| 100% | dense, fine-tuned as long (control) | 100% | | | 91.00 |"
+    assert table[2] == "| 100% | dense, fine-tuned as long (control) | 100% | 1 | | | 91.00 | 91.00 |"
     ours = next(line for line in table if "| ours |" in line).split(" | ")
+    l1 = next(line for line in table if "| l1 |" in line).split(" | ")
     no_ft = [90.0, 89.0, 88.0]
-    assert ours[3] == f"{statistics.mean(no_ft):.2f} ± {statistics.stdev(no_ft):.2f} (n=3)"
-    assert ours[2] == "50.0%" and ours[5].startswith("91.00 ± 0.00")
+    assert ours[3] == "3" and ours[4] == f"**{statistics.mean(no_ft):.2f} ± {statistics.stdev(no_ft):.2f}**"
+    assert ours[2] == "50.0%" and ours[6] == "**91.00 ± 0.00**" and ours[7] == "91.00 ± 0.00 |"
+    assert l1[6] == "90.00 ± 0.00" and l1[7] == "**91.50 ± 0.00** |"  # the best at equal training is bold
+    val = accuracy_table({"rows": rows, "dense_macs": 100}, "val").splitlines()
+    ours_val = next(line for line in val if "| ours |" in line)
+    assert val[2].endswith("| 90.00 | 90.00 |") and ours_val.endswith("| **90.00 ± 0.00** | **90.00 ± 0.00** |")
 
 
 def test_allocation_counts_kept_channels_per_stage():
