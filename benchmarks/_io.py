@@ -83,3 +83,37 @@ def finish_figure(fig, axes, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)  # the benchmarks redraw after every row: an open figure per row would pile up
+
+
+def stage_panels(summary: list[dict], stages: tuple[str, ...], path: Path, x, metric: str, xlabel: str, ylabel: str,
+                 control: float | None = None) -> None:
+    """One panel per stage present in ``summary`` (rows with ``method``, ``stage``, ``{metric}_mean`` /
+    ``{metric}_std``): a line per method over ``x(row)``, with a ± one-std band over the seeds; ``control`` a dashed
+    horizontal line (the dense model fine-tuned as long)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in stages if any(r["stage"] == s for r in summary)]
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.5 * len(stages), 4), squeeze=False, sharey=True)
+    methods = sorted({r["method"] for r in summary if r["method"] != "dense"})
+    for ax, stage in zip(axes[0], stages):
+        for method in methods:
+            pts = sorted((x(r), r[f"{metric}_mean"], r[f"{metric}_std"]) for r in summary
+                         if r["method"] == method and r["stage"] == stage)  # fmt: skip
+            if pts:
+                xs, ys, es = (list(v) for v in zip(*pts))
+                (line,) = ax.plot(xs, ys, marker="o", label=method)
+                ax.fill_between(xs, [a - b for a, b in zip(ys, es)], [a + b for a, b in zip(ys, es)],
+                                color=line.get_color(), alpha=0.2)  # fmt: skip
+        if control is not None:
+            ax.axhline(control, color="k", ls="--", lw=1, label="dense, fine-tuned as long")
+        ax.set_title(stage)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)  # the benchmarks redraw after every row: an open figure per row would pile up

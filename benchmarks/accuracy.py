@@ -50,7 +50,7 @@ from mhaprune.pruning import PruneConfig
 from mhaprune.train import ClassificationLoss, DistillationLoss, Trainer, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import cells, finish_figure, first_n, recipe, require, trains_while_pruning, write_csv
+from ._io import cells, first_n, recipe, require, stage_panels, trains_while_pruning, write_csv
 from .torch_pruning_baseline import tp_prune_to
 
 # every registered method (mhaprune.methods), plus Torch-Pruning behind its optional dependency
@@ -163,31 +163,10 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def plot(summary: list[dict], dense_macs: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stages = [s for s in ("no-ft", "short-ft", "full-ft", "full-ft-equal") if any(r["stage"] == s for r in summary)]
-    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 4), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        for method in sorted({r["method"] for r in summary if r["method"] != "dense"}):
-            pts = sorted(
-                (100 * r["macs"] / dense_macs, r["test_top1_mean"], r["test_top1_std"])
-                for r in summary
-                if r["method"] == method and r["stage"] == stage
-            )
-            if pts:
-                x, y, e = zip(*pts)
-                ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=method)
-        for r in summary:
-            if r["method"] == "dense" and r["stage"] == "full-ft":
-                ax.axhline(r["test_top1_mean"], color="k", ls="--", lw=1, label="dense, fine-tuned as long")
-        ax.set_title(stage)
-        ax.set_xlabel("MACs (% of dense)")
-        ax.set_ylabel("test top-1 (%)")
-        ax.grid(alpha=0.3)
-    finish_figure(fig, axes, path)
+    control = [r["test_top1_mean"] for r in summary if r["method"] == "dense" and r["stage"] == "full-ft"]
+    stage_panels(summary, ("no-ft", "short-ft", "full-ft", "full-ft-equal"), path,
+                 lambda r: 100 * r["macs"] / dense_macs, "test_top1", "MACs (% of dense)",
+                 "test top-1 (%, mean ± std over seeds)", control[0] if control else None)  # fmt: skip
 
 
 def main(argv=None) -> int:

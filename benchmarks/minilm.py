@@ -47,7 +47,7 @@ from mhaprune.train import Trainer, make_objective
 from mhaprune.train.metrics import embeddings, encoder_metrics
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import cells, require, trains_while_pruning, write_csv
+from ._io import cells, require, stage_panels, trains_while_pruning, write_csv
 
 STAGES = ("no-ft", "short-ft", "full-ft", "full-ft-equal")
 BASELINES = ("oneshot", "l1", "random")
@@ -179,31 +179,8 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def plot(summary: list[dict], path: Path, metric: str = "test_cosine") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stages = [s for s in STAGES if any(r["stage"] == s for r in summary)]
-    fig, axes = plt.subplots(1, len(stages), figsize=(4.5 * len(stages), 4), squeeze=False, sharey=True)
-    methods = sorted({r["method"] for r in summary})
-    for ax, stage in zip(axes[0], stages):
-        for method in methods:
-            pts = sorted((100 * r["budget"], r[f"{metric}_mean"], r[f"{metric}_std"]) for r in summary
-                         if r["method"] == method and r["stage"] == stage)  # fmt: skip
-            if len(pts) >= 1:
-                x, y, e = (list(v) for v in zip(*pts))
-                (line,) = ax.plot(x, y, marker="o", label=method)
-                lo, hi = [a - b for a, b in zip(y, e)], [a + b for a, b in zip(y, e)]
-                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
-        ax.set_title(stage)
-        ax.set_xlabel("MACs budget (% of dense encoder)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(metric.replace("_", " ") + " (mean ± std over seeds)")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    stage_panels(summary, STAGES, path, lambda r: 100 * r["budget"], metric, "MACs budget (% of dense encoder)",
+                 metric.replace("_", " ") + " (mean ± std over seeds)")  # fmt: skip
 
 
 def main(argv=None) -> int:
