@@ -297,3 +297,27 @@ def test_latency_vs_macs_benchmark_searches_to_the_macs_plans_measured_fraction(
     assert row["test_gain"] == pytest.approx(lat["test_top1"] - m["test_top1"], abs=1e-3)
     assert latency_vs_macs.main(argv) == 0  # finished cells are kept and skipped
     assert json.loads((out / "latency_vs_macs.json").read_text())["rows"] == [row]
+
+
+def test_latency_model_benchmark_scores_random_plans_against_the_clock_and_beside_dense(tmp_path, monkeypatch):
+    import statistics
+
+    from benchmarks import latency_model
+
+    monkeypatch.setenv("MHAPRUNE_CACHE", str(tmp_path / "cache"))  # main() points it at its own folder: restored after
+    out = tmp_path / "lm"
+    argv = ["--models", "deit_micro", "--plans", "3", "--targets", "0.8", "--batch", "2", "--threads", "1"]
+    assert latency_model.main([*argv, "--repeats", "2", "--out", str(out)]) == 0
+    res = json.loads((out / "latency_model.json").read_text())
+    dense = next(r for r in res["rows"] if r["kind"] == "dense")
+    plans = [r for r in res["rows"] if r["kind"] == "random"]
+    assert len(plans) == 3 and res["meta"]["args"]["plans"] == 3
+    for r in plans:  # the plan's time on the tables' scale: its ratio to the dense model timed beside it
+        rel = r["measured_ms"] * dense["predicted_ms"] / r["dense_beside_ms"]
+        assert r["measured_on_tables_scale_ms"] == pytest.approx(rel, rel=1e-3, abs=2e-3)
+        assert r["error_vs_dense_beside"] == pytest.approx((r["predicted_ms"] - rel) / rel, abs=2e-3)
+        assert 0 < r["macs_kept"] < 1
+    (summary,) = res["summary"]
+    assert summary["median_abs_error_vs_dense_beside"] == pytest.approx(
+        statistics.median(abs(r["error_vs_dense_beside"]) for r in plans), abs=1e-4
+    )
