@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["deit_small", "flatten_swin_tiny"])
     p.add_argument("--plans", type=int, default=20)
-    p.add_argument("--targets", type=float, nargs="+", default=[0.7, 0.5])
+    p.add_argument("--targets", type=float, nargs="*", default=[0.7, 0.5], help="none: random plans only")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
