@@ -12,6 +12,11 @@ rounded to multiples of 8 (``round_to=8``; ``--roundings`` picks the width polic
 ``--repeats`` forwards after warm-up, dense and pruned measured side by side in the same process; the ratios are
 what to compare across machines.
 
+Each model also gets a ``floor`` row: every prunable group at one channel per head, the time that channel pruning
+cannot remove (embeddings, norms, residual adds, softmax over the kept heads). Every pruned row carries
+``proportional_efficiency_*``: the speedup / MACs ratio its MACs would give if the prunable part's time scaled exactly
+with its MACs above that floor (``proportional_efficiency``), the bound to read its measured ``efficiency_*`` against.
+
 Writes ``speed.csv``, ``speed.json`` (with machine, versions, git hash, command) and ``speed.png`` (speedup vs MACs
 ratio with the ideal line) to ``--out``.
 """
@@ -34,7 +39,7 @@ from mhaprune.cost.latency import time_call
 from mhaprune.export import export_onnx
 from mhaprune.models._pretrained import pretrained_models
 from mhaprune.pipeline import measure_latency
-from mhaprune.pruning import PruneConfig, Pruner
+from mhaprune.pruning import ModelCost, PruneConfig, Pruner, apply_plan, plan_from_rankings
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
 from ._io import finish_figure, require, write_csv
@@ -50,6 +55,24 @@ def one_shot_plan(model, budget: float, round_to: int, calib: torch.Tensor, **op
     pruner = Pruner(work, PruneConfig(target_macs=budget, round_to=round_to, **options), calib)
     pruner.prepare()
     return pruner.convert(pruner.plan()).eval()
+
+
+def floor_model(model, input_size) -> torch.nn.Module:
+    """``model`` with every prunable group at one channel per head: what channel pruning cannot remove (embeddings,
+    norms, residual adds, softmax over the kept heads, the head) still runs at full cost."""
+    macs = ModelCost(model, input_size)
+    scores = {lc.path: {g: torch.rand(*shape) for g, shape in lc.shapes.items()} for lc in macs.layers}
+    widths = {path: {g: 1 for g in groups} for path, groups in scores.items()}
+    return apply_plan(copy.deepcopy(model), plan_from_rankings(model, macs, scores, widths, None)).eval()
+
+
+def proportional_efficiency(macs_frac: float, floor_macs_frac: float, floor_time_frac: float) -> float:
+    """The speedup / MACs ratio of a plan keeping ``macs_frac`` of the MACs if the time of the prunable part scaled
+    exactly with its MACs: time = F + (1 − F)(r − r_min) / (1 − r_min), with the floor model (one channel per head)
+    at MACs ``r_min`` and time ``F`` (fractions of dense). Below 1 by the share of the time channel pruning cannot
+    remove: what no width policy can beat without pruning heads, tokens or the embedding."""
+    t = floor_time_frac + (1 - floor_time_frac) * (macs_frac - floor_macs_frac) / (1 - floor_macs_frac)
+    return macs_frac / t
 
 
 def time_onnx(model, input_size, batches, repeats: int) -> dict[int, float]:
@@ -142,26 +165,30 @@ def run(models, budgets, roundings, batches, repeats: int, onnx: bool, tp: bool,
             f"{name}: dense {dense_macs / 1e6:.1f} M MACs, "
             + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in base.items())
         )
+        lowest = floor_model(dense, size)
+        floor = _row(name, 0.0, 1, "floor", lowest, dense_macs, base, size, batches, repeats, onnx, how)
+        rows.append(floor)
+        _print(floor, base)
         for budget in budgets:
             for rt in roundings:
                 for same in (False, True) if same_width else (False,):
                     pruned = one_shot_plan(dense, budget, rt, calib, same_qk_v_width=same)
                     method = "ours-same-width" if same else "ours"
                     rows.append(
-                        _row(name, budget, rt, method, pruned, dense_macs, base, size, batches, repeats, onnx, how)
+                        _row(name, budget, rt, method, pruned, dense_macs, base, size, batches, repeats, onnx, how,
+                             floor)  # fmt: skip
                     )
                     _print(rows[-1], base)
         if tp and "flatten" not in name:  # Torch-Pruning cannot prune FLatten (benchmarks/torch_pruning_baseline.py)
             for budget in budgets:
                 pruned = tp_prune_to(dense, budget, calib=calib)
-                rows.append(
-                    _row(name, budget, 1, "torch-pruning", pruned, dense_macs, base, size, batches, repeats, onnx, how)
-                )
+                rows.append(_row(name, budget, 1, "torch-pruning", pruned, dense_macs, base, size, batches, repeats,
+                                 onnx, how, floor))  # fmt: skip
                 _print(rows[-1], base)
     return rows
 
 
-def _row(name, budget, rt, method, pruned, dense_macs, base, size, batches, repeats, onnx, how) -> dict:
+def _row(name, budget, rt, method, pruned, dense_macs, base, size, batches, repeats, onnx, how, floor=None) -> dict:
     macs = count_macs(pruned).total
     t = measure(pruned, size, batches, repeats, onnx, **how)
     row = {"model": name, "method": method, "budget": budget, "round_to": rt, "macs": macs}
@@ -170,6 +197,10 @@ def _row(name, budget, rt, method, pruned, dense_macs, base, size, batches, repe
         row[k] = v
         row[f"speedup_{k}"] = base[k] / v
         row[f"efficiency_{k}"] = base[k] / v / row["macs_ratio"]
+        if floor is not None:  # what the MACs allow once the floor's time is counted
+            row[f"proportional_efficiency_{k}"] = proportional_efficiency(
+                macs / dense_macs, floor["macs"] / dense_macs, floor[k] / base[k]
+            )
     return row
 
 
@@ -192,7 +223,7 @@ def plot(rows: list[dict], path: Path, keys: list[str]) -> None:
     for ax, key in zip(axes[0], keys):
         top = 1.0
         for name in models:
-            kinds = sorted({(r["method"], r["round_to"]) for r in rows if r["method"] != "dense"})
+            kinds = sorted({(r["method"], r["round_to"]) for r in rows if r["method"] not in ("dense", "floor")})
             for (method, rt), marker in zip(kinds, "osDvP^X*"):
                 pts = sorted(
                     (r["macs_ratio"], r[f"speedup_{key}"])

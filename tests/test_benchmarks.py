@@ -14,7 +14,8 @@ def test_speed_benchmark_writes_csv_json_plot(tmp_path):
     with open(out / "speed.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     dense = next(r for r in rows if float(r["budget"]) == 1.0)
-    pruned = [r for r in rows if float(r["budget"]) < 1.0]
+    pruned = [r for r in rows if 0 < float(r["budget"]) < 1.0]
+    assert [r["method"] for r in rows if float(r["budget"]) == 0] == ["floor"]
     assert len([r for r in pruned if r["method"] == "ours"]) == 4  # 2 budgets x (round_to 1, 8)
     assert len([r for r in pruned if r["method"] == "torch-pruning"]) == 2
     for r in pruned:
@@ -264,11 +265,20 @@ def test_speed_benchmark_times_the_batches_policies_and_training_step_asked(tmp_
     assert speed.main(argv) == 0
     rows = json.loads((out / "speed.json").read_text())["rows"]
     kinds = [(r["method"], r["round_to"]) for r in rows]
-    assert kinds == [("dense", 1), ("ours", 1), ("ours-same-width", 1), ("ours", 16), ("ours-same-width", 16)]
+    assert kinds == [("dense", 1), ("floor", 1), ("ours", 1), ("ours-same-width", 1), ("ours", 16),
+                     ("ours-same-width", 16)]  # fmt: skip
+    dense, floor = rows[0], rows[1]
+    assert floor["macs"] < min(r["macs"] for r in rows[2:])  # one channel per head in every group: the least
     for r in rows[1:]:
         for key in ("torch_b2", "torch_b4", "train_b4"):
-            assert r[key] > 0 and r[f"speedup_{key}"] == pytest.approx(rows[0][key] / r[key])
-        assert "torch_b32" not in r and r["macs"] <= 0.5 * rows[0]["macs"] + 1
+            assert r[key] > 0 and r[f"speedup_{key}"] == pytest.approx(dense[key] / r[key])
+            if r is floor:
+                continue
+            # the bound: the prunable part's time (dense minus floor) scaled by its MACs, the floor's time added
+            r_min, r_frac, f = floor["macs"] / dense["macs"], r["macs"] / dense["macs"], floor[key] / dense[key]
+            t = f + (1 - f) * (r_frac - r_min) / (1 - r_min)
+            assert r[f"proportional_efficiency_{key}"] == pytest.approx(r_frac / t)
+        assert "torch_b32" not in r and r["macs"] <= 0.5 * dense["macs"] + 1
 
 
 def test_latency_vs_macs_benchmark_searches_to_the_macs_plans_measured_fraction(tmp_path, monkeypatch):
