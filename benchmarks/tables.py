@@ -28,9 +28,11 @@ def _cell(vals: list[float], digits: int = 2) -> str:
 
 
 def _equal_training(rows: list[dict]) -> list[dict]:
-    """A method's rows at equal training: ``full-ft-equal`` where it has them (methods that do not train while they
-    prune, fine-tuned as long as ours' search and fine-tune together), else ``full-ft`` (ours and its variants)."""
-    return [r for r in rows if r["stage"] == "full-ft-equal"] or [r for r in rows if r["stage"] == "full-ft"]
+    """A method's rows at equal training: ``full-ft`` for a method that trains while it prunes (ours and its
+    variants: their rows record ``search_steps``), else ``full-ft-equal`` (fine-tuned as long as ours' search and
+    fine-tune together; empty until measured)."""
+    stage = "full-ft" if any("search_steps" in r for r in rows) else "full-ft-equal"
+    return [r for r in rows if r["stage"] == stage]
 
 
 def accuracy_table(result: dict, split: str = "test") -> str:

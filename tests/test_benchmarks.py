@@ -125,11 +125,15 @@ def test_accuracy_table_is_mean_and_std_over_seeds_of_the_rows():
 
     rows = [
         {"method": m, "budget": 0.5, "seed": s, "stage": st, "macs": 50, "test_top1": acc, "val_top1": acc - 1}
+        | ({"search_steps": 10} if m == "ours" else {})
         for m, base in (("ours", 90.0), ("l1", 89.0))
         for s in range(3)
         for st, acc in (("no-ft", base - s), ("short-ft", base + 0.5 * s), ("full-ft", base + 1))
     ]
-    # l1 does not train while it prunes: its equal-training column is its full-ft-equal row, ours' its full-ft
+    # l1 does not train while it prunes: its equal-training column is its full-ft-equal row (empty until measured),
+    # ours' (a search: its rows record search_steps) its full-ft
+    partial = accuracy_table({"rows": rows, "dense_macs": 100}).splitlines()
+    assert next(line for line in partial if "| l1 |" in line).endswith("| 90.00 ± 0.00 |  |")
     rows += [{"method": "l1", "budget": 0.5, "seed": s, "stage": "full-ft-equal", "macs": 50, "test_top1": 91.5,
               "val_top1": 88.0} for s in range(3)]  # fmt: skip
     rows.append({"method": "dense", "budget": 0.5, "seed": 0, "stage": "full-ft", "macs": 100, "test_top1": 91.0,
