@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import importlib
+import json
+import re
 import sys
 from pathlib import Path
 
 import torch
 
+from mhaprune.methods import get_method
+from mhaprune.pruning import PruneConfig
 from mhaprune.train import TrainConfig
 
 
@@ -61,13 +65,33 @@ def recipe(epochs: float, args, **changes) -> TrainConfig:
     return base.replace(**{"epochs": epochs, "warmup_epochs": warmup, "device": args["device"], **given, **changes})
 
 
-def trains_while_pruning(method: str) -> bool:
-    """Whether a registered method trains the weights while it prunes (ours and its variants); Torch-Pruning
-    (``tp-*``) and the ``dense`` control do not. The others get a ``full-ft-equal`` row, fine-tuned as long as ours
-    trains in all."""
-    from mhaprune.methods import get_method
+def parse_method(label: str) -> tuple[str, dict]:
+    """A benchmark's method label, ``NAME`` or ``NAME[field=value,...]`` with ``PruneConfig`` overrides (the
+    validation sweeps of the method work): ``ours[indicator_lr=0.15,patience=0]`` → ``("ours", {"indicator_lr":
+    0.15, "patience": 0})``. An unknown method, field or value stops the benchmark before any work."""
+    m = re.fullmatch(r"([\w-]+)(?:\[(.*)\])?", label)
+    if not m:
+        raise SystemExit(f"error: method {label!r} is not NAME or NAME[field=value,...]")
+    name, body = m.group(1), m.group(2)
+    options = {}
+    for item in filter(None, (body or "").split(",")):
+        key, _, value = item.partition("=")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value.strip()  # a string field (regularizer=squared)
+    if not name.startswith("tp-") and name != "dense":
+        get_method(name)  # an unknown name fails before any work
+        PruneConfig(**options)  # an unknown field / bad value fails too
+    return name, options
 
-    return not method.startswith("tp-") and method != "dense" and get_method(method).trains
+
+def trains_while_pruning(method: str) -> bool:
+    """Whether a method label (``NAME`` or ``NAME[options]``) trains the weights while it prunes (ours and its
+    variants); Torch-Pruning (``tp-*``) and the ``dense`` control do not. The others get a ``full-ft-equal`` row,
+    fine-tuned as long as ours trains in all."""
+    name = parse_method(method)[0]
+    return not name.startswith("tp-") and name != "dense" and get_method(name).trains
 
 
 def first_n(dataset, n: int | None) -> None:

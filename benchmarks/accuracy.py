@@ -50,7 +50,7 @@ from mhaprune.pruning import PruneConfig
 from mhaprune.train import ClassificationLoss, DistillationLoss, Trainer, evaluate
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import cells, first_n, recipe, require, stage_panels, trains_while_pruning, write_csv
+from ._io import cells, first_n, parse_method, recipe, require, stage_panels, trains_while_pruning, write_csv
 from .torch_pruning_baseline import tp_prune_to
 
 # every registered method (mhaprune.methods), plus Torch-Pruning behind its optional dependency
@@ -61,11 +61,12 @@ def _cut(method: str, model, budget: float, seed: int, splits, args):
     """The pruned model right after pruning and its extra report fields, from the method as the CLI runs it: the
     baselines cut the dense weights; ours (and its variants) returns the search-trained weights with the reweight
     folded in."""
-    info = get_method(method)
+    name, options = parse_method(method)
+    info = get_method(name)
     search = recipe(args.search_epochs, args) if info.trains else None
     calib = 64 if info.trains else args.calib_size
-    cfg = PruneConfig(target_macs=budget, seed=seed)
-    res = prune(copy.deepcopy(model), splits.train, method=method, config=cfg, search=search, calib_size=calib)
+    cfg = PruneConfig(target_macs=budget, seed=seed, **options)
+    res = prune(copy.deepcopy(model), splits.train, method=name, config=cfg, search=search, calib_size=calib)
     extra = {"prune_s": round(res.report.prune_s, 1)}
     if info.trains:
         extra.update(prune_s=round(res.report.search_s, 1), search_steps=res.report.search_steps)
@@ -174,7 +175,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--model", default="flatten_swin_micro", help="a model with bundled weights")
     p.add_argument("--budgets", type=float, nargs="+")
-    p.add_argument("--methods", nargs="+", choices=(*METHODS, "dense"))
+    p.add_argument("--methods", nargs="+", help=f"of {', '.join((*METHODS, 'dense'))}; a registered method may carry "
+                   "PruneConfig overrides, ours[weight_lr_scale=0.2] (validation sweeps)")  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--search-epochs", type=float, default=0.35)
     p.add_argument("--short-epochs", type=float, default=0.5)
@@ -202,6 +204,9 @@ def main(argv=None) -> int:
     budgets = args.budgets or ([0.5, 0.25] if args.quick else [0.7, 0.5, 0.35, 0.25])
     methods = args.methods or (["ours", "l1", "random", "dense"] if args.quick else [*METHODS, "dense"])
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    for method in methods:  # an unknown method or option stops here, before any work
+        if parse_method(method)[0] not in (*METHODS, "dense"):
+            raise SystemExit(f"error: unknown method {method!r}; choose from {', '.join((*METHODS, 'dense'))}")
     dense = mhaprune.create_model(args.model, pretrained=True).to(args.device).eval()
     teacher = copy.deepcopy(dense)  # frozen by the distillation loss; ``dense`` stays trainable for its copies
     splits = build_data("fashion-mnist", dense.input_size, augment=False)

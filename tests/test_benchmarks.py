@@ -74,10 +74,15 @@ def test_accuracy_benchmark_smoke(tmp_path):
     assert (out / "accuracy.png").exists() and (out / "accuracy.csv").exists()
     # a second invocation keeps the finished cells, runs only the new ones and records both runs
     rest = argv[argv.index("--budgets") :]
-    assert accuracy.main([*argv[:2], "--methods", "l1", "random", *rest]) == 0
+    assert accuracy.main([*argv[:2], "--methods", "l1", "random", "ours[reweight=false]", *rest]) == 0
     again = json.loads((out / "accuracy.json").read_text())
     assert again["rows"][: len(res["rows"])] == res["rows"]
-    assert {r["method"] for r in again["rows"][len(res["rows"]) :]} == {"random"}  # l1 (equal row done) skipped
+    added = {(r["method"], r["stage"]) for r in again["rows"][len(res["rows"]) :]}
+    assert {m for m, _ in added} == {"random", "ours[reweight=false]"}  # l1 (equal row done) skipped
+    # a variant of ours (PruneConfig overrides) searches like ours: no equal-training row of its own
+    assert {s for m, s in added if m != "random"} == {"no-ft", "short-ft", "full-ft"}
+    with pytest.raises(Exception, match="min_per_head"):  # a bad option stops before any work
+        accuracy.main([*argv[:2], "--methods", "ours[min_per_head=0]", *rest])
     assert len(again["runs"]) == 2
     # an interrupted cell resumes stage by stage from its saved cut: ours' full-ft row lost, only it runs again,
     # on the very weights the other stages started from (the search is not repeated)
