@@ -61,7 +61,7 @@ def test_accuracy_benchmark_smoke(tmp_path):
         ("l1", "no-ft"), ("l1", "short-ft"), ("l1", "full-ft"), ("l1", "full-ft-equal"),
         ("tp-taylor", "no-ft"), ("tp-taylor", "short-ft"), ("tp-taylor", "full-ft"), ("tp-taylor", "full-ft-equal"),
         ("oneshot", "no-ft"), ("oneshot", "short-ft"), ("oneshot", "full-ft"), ("oneshot", "full-ft-equal"),
-        ("dense", "full-ft"),
+        ("dense", "no-ft"), ("dense", "full-ft"),
     }  # fmt: skip
     # equal training: the methods that do not search fine-tune as long as ours' search and full fine-tune together
     assert {r["finetune_epochs"] for r in res["rows"] if r["stage"] == "full-ft-equal"} == {1.5}
@@ -145,6 +145,9 @@ def test_accuracy_table_is_mean_and_std_over_seeds_of_the_rows():
                  "val_top1": 90.0})  # fmt: skip
     table = accuracy_table({"rows": rows, "dense_macs": 100}).splitlines()
     assert table[2] == "| 100% | dense, fine-tuned as long (control) | 100% | 1 | | | 91.00 | 91.00 |"
+    reference = {"method": "dense", "budget": 0.5, "seed": 0, "stage": "no-ft", "macs": 100, "test_top1": 90.9}
+    table = accuracy_table({"rows": [*rows, reference], "dense_macs": 100}).splitlines()
+    assert table[2] == "| 100% | dense, fine-tuned as long (control) | 100% | 1 | 90.90 | | 91.00 | 91.00 |"
     ours = next(line for line in table if "| ours |" in line).split(" | ")
     l1 = next(line for line in table if "| l1 |" in line).split(" | ")
     no_ft = [90.0, 89.0, 88.0]
