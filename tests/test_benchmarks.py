@@ -27,6 +27,20 @@ def test_speed_benchmark_writes_csv_json_plot(tmp_path):
     assert (out / "speed.png").stat().st_size > 10_000
 
 
+def test_speed_benchmark_records_a_model_torch_pruning_cannot_prune(tmp_path, monkeypatch):
+    def fails(*args, **kwargs):
+        raise ZeroDivisionError("integer division or modulo by zero")  # what it raises on swin_tiny
+
+    monkeypatch.setattr(speed, "tp_prune_to", fails)
+    out = tmp_path / "speed"
+    argv = ["--models", "deit_micro", "--budgets", "0.5", "0.25", "--batches", "2", "--roundings", "1"]
+    assert speed.main([*argv, "--repeats", "1", "--no-onnx", "--out", str(out)]) == 0
+    rows = json.loads((out / "speed.json").read_text())["rows"]
+    (failed,) = [r for r in rows if r["method"] == "torch-pruning"]  # one row, the other budgets not tried
+    assert failed["error"] == "ZeroDivisionError: integer division or modulo by zero" and "torch_b2" not in failed
+    assert {r["method"] for r in rows} == {"dense", "floor", "ours", "torch-pruning"}
+
+
 def test_torch_pruning_breaks_flatten_as_documented():
     from benchmarks.torch_pruning_baseline import flatten_failure
 
