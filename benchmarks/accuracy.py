@@ -94,12 +94,16 @@ def _last_stage(method: str) -> str:
     return "full-ft" if method == "dense" or trains_while_pruning(method) else "full-ft-equal"
 
 
+def _cut_folder(method: str, budget: float, seed: int, args) -> Path:
+    return Path(args.out) / "cuts" / f"{method}@{budget:g}#{seed}"
+
+
 def _cut_or_load(method, budget, seed, dense, splits, args) -> tuple[torch.nn.Module, dict, bool]:
     """The pruned model right after pruning, its extra report fields, and whether it was pruned now. A cut that
     carries a plan (every registered method's) is kept under ``--out``/cuts/, so that a stage interrupted later
     resumes from the same weights instead of searching again; Torch-Pruning's cuts are recomputed (deterministic,
     seconds)."""
-    folder = Path(args.out) / "cuts" / f"{method}@{budget:g}#{seed}"
+    folder = _cut_folder(method, budget, seed, args)
     if (folder / "model.safetensors").exists():
         extra = json.loads((folder / "config.json").read_text()).get("benchmark", {})
         return load_pruned(folder, args.device).eval(), extra, False
@@ -112,6 +116,14 @@ def _cut_or_load(method, budget, seed, dense, splits, args) -> tuple[torch.nn.Mo
     cut, extra = _cut(method, dense, budget, seed, splits, args)
     save_pruned(cut, folder, extra={"benchmark": extra})
     return cut, extra, True
+
+
+def _cut_is_lost(method: str, budget: float, seed: int, args) -> bool:
+    """Whether a registered method's cut should be under ``--out``/cuts/ but is not. The dense control and
+    Torch-Pruning's cuts are recomputed exactly; a search or a calibration run again may give another plan."""
+    if method == "dense" or method.startswith("tp-"):
+        return False
+    return not (_cut_folder(method, budget, seed, args) / "model.safetensors").exists()
 
 
 def _stages(method: str, args) -> list[tuple[str, float]]:
@@ -249,6 +261,14 @@ def main(argv=None) -> int:
                 if wanted <= stages:
                     print(f"{method} @ {budget:.2f} seed {seed}: already in {out}/accuracy.json, skipped")
                     continue
+                if stages and _cut_is_lost(method, budget, seed, args):
+                    # the rows measured so far belong to a cut that is gone (another machine, a cleaned --out): a
+                    # new search is another plan, so the cell is measured again whole rather than mixing two plans
+                    done_before = ", ".join(sorted(stages))
+                    print(f"{method} @ {budget:.2f} seed {seed}: its saved cut is missing, so the stages measured "
+                          f"before ({done_before}) are replaced: every stage runs on the new cut")  # fmt: skip
+                    rows[:] = [r for r in rows if key(r["method"], r["budget"], r["seed"]) != key(method, budget, seed)]
+                    stages = set()
                 run_one(method, budget, seed, dense, teacher, splits, args, write_row, frozenset(stages))
     print(f"wrote {out}/accuracy.csv, accuracy.json, accuracy.png in {time.time() - t0:.0f} s")
     return 0

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 from benchmarks import speed
@@ -116,6 +117,23 @@ def test_accuracy_benchmark_smoke(tmp_path):
     (old_row,) = [r for r in again["rows"] if (r["method"], r["stage"]) == ("ours", "full-ft")]
     assert new_row["stage"] == "full-ft" and new_row["search_steps"] == old_row["search_steps"]
     assert new_row["macs"] == old_row["macs"] and new_row["val_top1"] == pytest.approx(old_row["val_top1"])
+    # a cell whose cut is gone (another machine, a cleaned --out) is measured again whole: its earlier stages came
+    # from a plan that a new search need not repeat, so no row of the old cut stays beside the new cut's rows
+    shutil.rmtree(cut)
+    kept = [r for r in third["rows"] if (r["method"], r["stage"]) != ("ours", "full-ft")]
+    (out / "accuracy.json").write_text(json.dumps({**third, "rows": kept}))
+    cuts_made = []
+    searched = accuracy._cut
+    accuracy._cut = lambda *a: cuts_made.append(a[0]) or searched(*a)
+    try:
+        assert accuracy.main([*argv[:2], "--methods", "ours", *rest]) == 0
+    finally:
+        accuracy._cut = searched
+    fourth = json.loads((out / "accuracy.json").read_text())
+    assert cuts_made == ["ours"] and (cut / "model.safetensors").exists()
+    others = [r for r in kept if r["method"] != "ours"]
+    assert fourth["rows"][: len(others)] == others  # every other cell untouched
+    assert [r["stage"] for r in fourth["rows"][len(others) :]] == ["no-ft", "short-ft", "full-ft"]
 
 
 def test_cost_benchmark_reports_every_phase_against_a_dense_epoch(tmp_path):
