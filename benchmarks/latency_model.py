@@ -4,7 +4,8 @@
     python -m benchmarks.latency_model --models deit_micro --plans 5 --targets 0.7   # a quick check
 
 For each model: the per-layer tables of ``mhaprune.cost.latency`` (batch ``--batch``, ``--threads`` CPU threads,
-fp32; measured fresh into ``--cache``; calibrated in place, and the same tables uncalibrated beside them), then
+fp32; measured fresh into ``--cache``; as the library uses them (uncalibrated, the default) and calibrated in place
+beside them), then
 ``--plans`` random plans — every prunable group of every layer at its own random width per head, uniform in
 [1, full] — each predicted by the tables and measured (median of ``--repeats`` forwards of the sliced model),
 interleaved with the dense model (dense, plan, dense): ``error`` compares the prediction with the plan's own time,
@@ -54,9 +55,10 @@ def run_model(name: str, args, rows: list[dict]) -> None:
     model = mhaprune.create_model(name).eval()
     x = torch.randn(args.batch, *model.input_size)
     t0 = time.time()
-    cost = LatencyCost(model, x[:1], batch=args.batch, threads=args.threads, repeats=args.repeats)
+    raw = LatencyCost(model, x[:1], batch=args.batch, threads=args.threads, repeats=args.repeats)  # the default
     table_s = round(time.time() - t0, 1)
-    raw = LatencyCost(model, x[:1], batch=args.batch, threads=args.threads, calibrate=False)  # same tables, cached
+    cost = LatencyCost(model, x[:1], batch=args.batch, threads=args.threads, repeats=args.repeats,
+                       calibrate=True)  # the same tables (cached), calibrated in place  # fmt: skip
     dense_again = measured_ms(model, x, args)
     rows.append({"model": name, "kind": "dense", "predicted_ms": round(cost.dense_total, 3),
                  "measured_ms": round(dense_again, 3), "tables_s": table_s, "scales": cost.scales})  # fmt: skip
@@ -78,7 +80,8 @@ def run_model(name: str, args, rows: list[dict]) -> None:
                      "dense_beside_ms": round(dense_ms, 3), "measured_on_tables_scale_ms": round(rel, 3),
                      "error_vs_dense_beside": round((pred - rel) / rel, 4),
                      "predicted_uncalibrated_ms": round(raw.total(widths), 3),
-                     "error_uncalibrated": round((raw.total(widths) - meas) / meas, 4)})  # fmt: skip
+                     "error_uncalibrated": round((raw.total(widths) - meas) / meas, 4),
+                     "error_uncalibrated_vs_dense_beside": round((raw.total(widths) - rel) / rel, 4)})  # fmt: skip
     for target in args.targets:
         cfg = PruneConfig(target_latency=target, target_latency_batch=args.batch, target_latency_threads=args.threads)
         work = copy.deepcopy(model)
@@ -100,12 +103,16 @@ def summarise(rows: list[dict]) -> list[dict]:
         errs = [abs(r["error"]) for r in rows if r["model"] == name and r["kind"] == "random"]
         raw = [abs(r["error_uncalibrated"]) for r in rows if r["model"] == name and r["kind"] == "random"]
         beside = [abs(r["error_vs_dense_beside"]) for r in rows if r["model"] == name and r["kind"] == "random"]
+        raw_beside = [abs(r["error_uncalibrated_vs_dense_beside"]) for r in rows
+                      if r["model"] == name and r["kind"] == "random"]  # fmt: skip
         targets = [r for r in rows if r["model"] == name and r["kind"] == "target"]
         out.append({"model": name, "random_plans": len(errs),
                     "median_abs_error": round(statistics.median(errs), 4) if errs else None,
                     "max_abs_error": round(max(errs), 4) if errs else None,
                     "median_abs_error_uncalibrated": round(statistics.median(raw), 4) if raw else None,
                     "median_abs_error_vs_dense_beside": round(statistics.median(beside), 4) if beside else None,
+                    "median_abs_error_uncalibrated_vs_dense_beside":
+                        round(statistics.median(raw_beside), 4) if raw_beside else None,
                     "worst_measured_vs_target": max((r["measured_vs_target"] for r in targets),
                                                     default=None)})  # fmt: skip
     return out

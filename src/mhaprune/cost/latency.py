@@ -35,7 +35,7 @@ from .macs import call_model
 
 _logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the calibration stores each plan's measured fraction of dense, not milliseconds
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)  # fractions of a group's width, plus 1 channel
 # a narrower layer measured this much slower than the whole one (plus the slack, for sub-millisecond layers) means
 # the machine was busy during that measurement (descheduled threads cost a scheduler quantum, milliseconds): the
@@ -218,8 +218,9 @@ class LatencyCost:
         batch / dtype / device / threads: the setting the latency is for.
         cache: read and write the cached tables (``False``: measure every table).
         calibrate: scale each kind's table savings (attention, MLP) to the whole model's, fitted on three measured
-            whole-model plans (attention at 1/2, MLP at 1/2, both at 1/4 of every group's channels): modules timed
-            alone do not save what they save inside the model (caches, memory traffic, kernel choice).
+            whole-model plans (attention at 1/2, MLP at 1/2, both at 1/4 of every group's channels), each timed
+            beside the dense model and counted as its measured fraction of dense: modules timed alone do not save
+            what they save inside the model (caches, memory traffic, kernel choice).
         macs_cost: the model's :class:`~mhaprune.pruning.budget.ModelCost` (plans built with this budget record
             their MACs from it).
     """
@@ -299,11 +300,16 @@ class LatencyCost:
             calib_key = "calibration:" + dense_key.removeprefix("model:")
             entry = stored.get(calib_key)
             if entry is None:
-                entry = {"measured_ms": [time_call(lambda m=m: call_model(m, x), self.device, self.repeats)
-                                         for m in self._calibration_models(model)]}  # fmt: skip
+                # each plan timed beside the dense model (dense, plan, dense): its fraction of dense holds where
+                # the machine's speed drifts between the tables and the calibration (here by up to 1.5x in minutes)
+                fractions = []
+                for m in self._calibration_models(model):
+                    ms, dense_ms = self.time_beside_dense(m)
+                    fractions.append(ms / dense_ms)
+                entry = {"fraction_of_dense": fractions}
                 new[calib_key] = entry
             savings = [self._table_savings(plan) for plan in CALIBRATION]
-            self.scales = fit_scales(savings, [self.dense_total - t for t in entry["measured_ms"]])
+            self.scales = fit_scales(savings, [self.dense_total * (1 - f) for f in entry["fraction_of_dense"]])
             for lc in self.layers:
                 lc.scale = self.scales.get(lc.adapter.kind, 1.0)
         if new and cache:
