@@ -7,8 +7,9 @@ latency target? (Issue 22's fourth acceptance line, on the micro models with the
 Per model and MACs budget ``B``: ours (the defaults, ``--search-epochs`` of search with KD from the dense model, no
 fine-tune) under ``target_macs=B`` gives model M; M is timed ``--rounds`` times (median; batch ``--batch``,
 ``--threads`` CPU threads, fp32, eager) beside the dense model; ours again under ``target_latency`` = M's measured
-latency as a fraction of the dense model's (same batch and threads) gives model L.
-At the end M and L are timed again side by side, interleaved over ``--rounds`` rounds (medians), so the two
+latency as a fraction of the dense model's (same batch and threads), once per ``--allocations`` entry
+(``latency_allocation``: ``macs``, the default, and ``tables``), gives the models L.
+At the end M and the Ls are timed again side by side, interleaved over ``--rounds`` rounds (medians), so the
 latencies compared come from one quiet stretch of the machine. Accuracy: top-1 on the 5,000-image validation split
 held out of the training images (what a decision may use) and on the test split (what is reported).
 Run it on a quiet machine: the latency target is measured.
@@ -74,12 +75,15 @@ def run_cell(name: str, budget: float, dense, splits, args) -> dict:
     tables, _ = latency_budget(dense, x[:2], probe)
     floor = tables.min_total(probe.groups(), probe.min_per_head) / tables.dense_total
     fraction = max(measured_fraction, REACHABLE_MARGIN * floor)
-    cfg = PruneConfig(target_latency=fraction, target_latency_batch=args.batch,
-                      target_latency_threads=args.threads, seed=args.seed)  # fmt: skip
-    l_model, l_info = searched(dense, splits, cfg, args)
-    rounds = {"macs": [], "latency": [], "dense": []}
-    for _ in range(args.rounds):  # interleaved: a slow stretch of the machine hits all three alike
-        for key, model in (("dense", dense), ("macs", m_model), ("latency", l_model)):
+    lat_models, lat_infos = {}, {}
+    for alloc in args.allocations:  # each allocation of the same latency target, from the same seed
+        cfg = PruneConfig(target_latency=fraction, target_latency_batch=args.batch, latency_allocation=alloc,
+                          target_latency_threads=args.threads, seed=args.seed)  # fmt: skip
+        lat_models[alloc], lat_infos[alloc] = searched(dense, splits, cfg, args)
+    timed = {"dense": dense, "macs": m_model, **{f"latency_{a}": m for a, m in lat_models.items()}}
+    rounds = {k: [] for k in timed}
+    for _ in range(args.rounds):  # interleaved: a slow stretch of the machine hits every model alike
+        for key, model in timed.items():
             rounds[key].append(time_ms(model, x, args.repeats))
     med = {k: statistics.median(v) for k, v in rounds.items()}
     return {
@@ -91,10 +95,11 @@ def run_cell(name: str, budget: float, dense, splits, args) -> dict:
         "tables_floor_fraction": round(floor, 4),
         "dense_ms": round(med["dense"], 3),
         "macs_plan": {**m_info, "measured_ms": round(med["macs"], 3)},
-        "latency_plan": {**l_info, "measured_ms": round(med["latency"], 3)},
-        "latency_ratio": round(med["latency"] / med["macs"], 4),
-        "val_gain": round(l_info["val_top1"] - m_info["val_top1"], 3),
-        "test_gain": round(l_info["test_top1"] - m_info["test_top1"], 3),
+        "latency_plans": {a: {**i, "measured_ms": round(med[f"latency_{a}"], 3),
+                              "latency_ratio": round(med[f"latency_{a}"] / med["macs"], 4),
+                              "val_gain": round(i["val_top1"] - m_info["val_top1"], 3),
+                              "test_gain": round(i["test_top1"] - m_info["test_top1"], 3)}
+                          for a, i in lat_infos.items()},  # fmt: skip
         "rounds": {k: [round(t, 3) for t in v] for k, v in rounds.items()},
     }
 
@@ -103,6 +108,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["flatten_swin_micro", "deit_micro"])
     p.add_argument("--budgets", type=float, nargs="+", default=[0.5])
+    p.add_argument("--allocations", nargs="+", default=["macs", "tables"], choices=["macs", "tables"],
+                   help="latency_allocation of the latency-target plans (each searched from the same seed)")
     p.add_argument("--search-epochs", type=float, default=0.35)
     p.add_argument("--batch", type=int, default=32, help="latency batch")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every timing and the latency target")
@@ -138,16 +145,18 @@ def main(argv=None) -> int:
                 continue
             row = run_cell(name, budget, dense, splits, args)
             rows.append(row)
-            m, lat = row["macs_plan"], row["latency_plan"]
-            print(f"{name} @ {budget:.2f}: MACs plan {m['measured_ms']:.1f} ms val {m['val_top1']:.2f}%, latency plan "
-                  f"{lat['measured_ms']:.1f} ms val {lat['val_top1']:.2f}% ({row['latency_ratio']:.3f}x the time)",
-                  flush=True)  # fmt: skip
+            m = row["macs_plan"]
+            for a, lat in row["latency_plans"].items():
+                print(f"{name} @ {budget:.2f}: MACs plan {m['measured_ms']:.1f} ms val {m['val_top1']:.2f}%, latency "
+                      f"plan ({a}) {lat['measured_ms']:.1f} ms val {lat['val_top1']:.2f}% "
+                      f"({lat['latency_ratio']:.3f}x the time)", flush=True)  # fmt: skip
             atomic_write_json(path, {"runs": [*runs, {**this_run, "wall_s": round(time.time() - t0, 1)}], "rows": rows})
-            flat = [{"model": r["model"], "budget": r["budget"], "target_ms": r["target_ms"], "dense_ms": r["dense_ms"],
-                     **{f"{k}_{f}": r[f"{k}_plan"][f] for k in ("macs", "latency")
-                        for f in ("macs", "measured_ms", "val_top1", "test_top1")},
-                     "latency_ratio": r["latency_ratio"], "val_gain": r["val_gain"], "test_gain": r["test_gain"]}
-                    for r in rows]  # fmt: skip
+            flat = [{"model": r["model"], "budget": r["budget"], "allocation": a, "target_ms": r["target_ms"],
+                     "dense_ms": r["dense_ms"],
+                     **{f"macs_{f}": r["macs_plan"][f] for f in ("macs", "measured_ms", "val_top1", "test_top1")},
+                     **{f"latency_{f}": lat[f] for f in ("macs", "measured_ms", "val_top1", "test_top1")},
+                     "latency_ratio": lat["latency_ratio"], "val_gain": lat["val_gain"], "test_gain": lat["test_gain"]}
+                    for r in rows for a, lat in r["latency_plans"].items()]  # fmt: skip
             write_csv(out / "latency_vs_macs.csv", flat, ("model", "budget"))
     print(f"wrote {path} in {time.time() - t0:.0f} s")
     return 0

@@ -335,20 +335,22 @@ def test_latency_vs_macs_benchmark_searches_to_the_macs_plans_measured_fraction(
             "--out", str(out)]  # fmt: skip
     assert latency_vs_macs.main(argv) == 0
     (row,) = json.loads((out / "latency_vs_macs.json").read_text())["rows"]
-    m, lat = row["macs_plan"], row["latency_plan"]
+    m = row["macs_plan"]
     assert m["macs"] <= 0.5 * mhaprune_dense_macs("deit_micro") + 1
-    # the latency plan was searched to the MACs plan's measured fraction of the dense time, at the benchmark's
-    # batch and threads (the fraction taken of the tables' dense latency)
-    meta = lat["latency_meta"]
-    assert 0 < row["target_fraction"] < 1 and meta["setting"]["batch"] == 4 and meta["setting"]["threads"] == 2
-    reachable = latency_vs_macs.REACHABLE_MARGIN * row["tables_floor_fraction"]
-    assert row["target_fraction"] == pytest.approx(max(row["measured_fraction"], reachable), abs=1e-4)
-    assert meta["target_ms"] == pytest.approx(row["target_fraction"] * meta["dense_ms"], rel=1e-3)
-    assert len(meta["clock"]) == len(meta["feedback_ms"]) >= 1  # each plan timed beside the dense model
-    assert m["latency_meta"] is None
-    assert len(row["rounds"]["macs"]) == len(row["rounds"]["latency"]) == 2
-    assert row["latency_ratio"] == pytest.approx(lat["measured_ms"] / m["measured_ms"], rel=1e-3)
-    assert row["test_gain"] == pytest.approx(lat["test_top1"] - m["test_top1"], abs=1e-3)
+    assert m["latency_meta"] is None and set(row["latency_plans"]) == {"macs", "tables"}
+    for alloc, lat in row["latency_plans"].items():
+        # each latency plan was searched to the MACs plan's measured fraction of the dense time, at the benchmark's
+        # batch and threads (the fraction taken of the tables' dense latency)
+        meta = lat["latency_meta"]
+        assert 0 < row["target_fraction"] < 1 and meta["setting"]["batch"] == 4 and meta["setting"]["threads"] == 2
+        assert meta.get("allocation", "tables") == alloc
+        reachable = latency_vs_macs.REACHABLE_MARGIN * row["tables_floor_fraction"]
+        assert row["target_fraction"] == pytest.approx(max(row["measured_fraction"], reachable), abs=1e-4)
+        assert meta["target_ms"] == pytest.approx(row["target_fraction"] * meta["dense_ms"], rel=1e-3)
+        assert len(meta["clock"]) == len(meta["feedback_ms"]) >= 1  # each plan timed beside the dense model
+        assert len(row["rounds"]["macs"]) == len(row["rounds"][f"latency_{alloc}"]) == 2
+        assert lat["latency_ratio"] == pytest.approx(lat["measured_ms"] / m["measured_ms"], rel=1e-3)
+        assert lat["test_gain"] == pytest.approx(lat["test_top1"] - m["test_top1"], abs=1e-3)
     assert latency_vs_macs.main(argv) == 0  # finished cells are kept and skipped
     assert json.loads((out / "latency_vs_macs.json").read_text())["rows"] == [row]
 

@@ -1,6 +1,7 @@
 """The latency model: tables measured once per device setting and layer, cached atomically, stale ones ignored;
 interpolation; the latency target in the search and the plan."""
 
+import copy
 import json
 
 import pytest
@@ -34,6 +35,9 @@ def timed(monkeypatch):
     return calls
 
 
+ALIGNED = 3 * len(lat.ALIGN_CLASSES) * len(lat.ALIGN_FRACTIONS)  # alignment measurements of deit_micro's 3 groups
+
+
 def _model():
     model = mhaprune.create_model("deit_micro").eval()
     return model, torch.randn(2, *model.input_size)
@@ -53,7 +57,9 @@ def test_tables_are_measured_once_and_cached(cache, timed):
     model, x = _model()
     a = lat.LatencyCost(model, x, batch=4, threads=1)
     n = len(timed)
-    assert n == 36 + 6 + 1  # one attention table (6x6), one MLP table (6), the dense model: repeated blocks share
+    # one attention table (6x6), one MLP table (6), the alignment factors (3 classes x 2 widths for each of Q/K, V
+    # and the hidden group), the dense model: repeated blocks share
+    assert n == 36 + 6 + ALIGNED + 1
     files = list(cache.iterdir())
     assert len(files) == 1 and not [f for f in cache.iterdir() if f.name.startswith(".")]  # no temp file left
     b = lat.LatencyCost(model, x, batch=4, threads=1)
@@ -163,18 +169,30 @@ def test_parse_latency_errors(value, msg):
         parse_latency(value, 10.0)
 
 
-def test_latency_target_plan(cache, timed):
+@pytest.mark.parametrize("allocation", ["macs", "tables"])
+def test_latency_target_plan(cache, timed, allocation):
     model, x = _model()
     target = _reachable_target(model, x, 1.2)
-    cfg = PruneConfig(target_latency=target, target_latency_batch=4, target_latency_threads=1, latency_feedback=0)
+    cfg = PruneConfig(target_latency=target, target_latency_batch=4, target_latency_threads=1, latency_feedback=0,
+                      latency_allocation=allocation)  # fmt: skip
+    dense = copy.deepcopy(model)
     pruner = Pruner(model, cfg, x)
     pruner.prepare()
-    assert pruner.budget is not pruner.cost and pruner.target == pytest.approx(float(target[:-2]))
+    assert pruner.latency_target == pytest.approx(float(target[:-2]))
+    # the search's regulariser and the repair count milliseconds ("tables") or MACs ("macs")
+    assert (pruner.budget is pruner.latency) == (allocation == "tables")
     assert pruner.regularization_loss().requires_grad
     plan = pruner.plan()
     info = plan.meta["latency"]
     assert info["predicted_ms"] <= info["target_ms"] and info["setting"]["threads"] == 1
+    assert info["allocation"] == allocation
+    assert info["predicted_ms"] == pytest.approx(pruner.latency.total(plan.widths()), abs=1e-3)
     assert plan.target_macs is None and plan.pruned_macs < plan.dense_macs  # the plan still counts MACs
+    if allocation == "macs":
+        # the MACs plan at the MACs level the bisection found: what a MACs target of that level plans
+        twin = Pruner(dense, PruneConfig(target_macs=info["macs_target"]), x)
+        twin.prepare()
+        assert twin.plan().widths() == plan.widths()
     assert plan.pruned_macs == mhaprune.count_macs(pruner.convert(plan)).total
 
 
@@ -191,49 +209,54 @@ def test_unreachable_latency_targets(cache, timed):
                                   target_latency_threads=1), x)  # fmt: skip
 
 
-def _feedback_pruner(margin, factor, monkeypatch):
+def _feedback_pruner(margin, factor, monkeypatch, allocation):
     """A prepared latency-target pruner whose planned models 'run' at ``factor`` x the tables' prediction (beside a
     dense model at the tables' dense latency); returns it, the clock's readings and the MACs of every plan timed."""
     model, x = _model()
     cfg = PruneConfig(target_latency=_reachable_target(model, x, margin), target_latency_batch=4,
-                      target_latency_threads=1)  # fmt: skip
+                      target_latency_threads=1, latency_allocation=allocation)  # fmt: skip
     pruner = Pruner(model, cfg, x)
     pruner.prepare()
     clock, kept = [], []
 
     def timed_plan(planned):
         widths = {p: {g: len(keep[0]) for g, keep in lp.keep.items()} for p, lp in planned.layers.items()}
-        clock.append(factor * pruner.budget.total(widths))
+        clock.append(factor * pruner.latency.total(widths))
         kept.append(planned.pruned_macs)
-        return clock[-1], pruner.budget.dense_total
+        return clock[-1], pruner.latency.dense_total
 
     monkeypatch.setattr(pruner, "_time_plan", timed_plan)
     return pruner, clock, kept
 
 
-def test_latency_feedback_replans_until_the_clock_agrees(cache, timed, monkeypatch):
+@pytest.mark.parametrize("allocation", ["macs", "tables"])
+def test_latency_feedback_replans_until_the_clock_agrees(cache, timed, monkeypatch, allocation):
     """A model that runs 25% slower than the tables say: the plan is made again to a tighter internal target."""
-    pruner, clock, _ = _feedback_pruner(1.5, 1.25, monkeypatch)
+    pruner, clock, _ = _feedback_pruner(1.5, 1.25, monkeypatch, allocation)
     plan = pruner.plan()
     info = plan.meta["latency"]
-    assert info["target_ms"] == pytest.approx(pruner.target, abs=1e-4)  # the user's target, rounded like the record
-    assert len(clock) >= 2 and clock[0] > pruner.target  # first plan too slow on the clock: planned again
-    assert info["planned_to_ms"] < pruner.target and info["measured_ms"] == pytest.approx(clock[-1], rel=1e-3)
-    assert info["measured_ms"] <= pruner.target * 1.01
+    # the user's target, rounded like the record
+    assert info["target_ms"] == pytest.approx(pruner.latency_target, abs=1e-4)
+    assert len(clock) >= 2 and clock[0] > pruner.latency_target  # first plan too slow on the clock: planned again
+    assert info["planned_to_ms"] < pruner.latency_target
+    assert info["measured_ms"] == pytest.approx(clock[-1], rel=1e-3)
+    assert info["measured_ms"] <= pruner.latency_target * 1.01
     assert info["feedback_ms"] == pytest.approx(clock, rel=1e-3)
     assert info["tables_error"] == pytest.approx(1.25, rel=1e-3)
 
 
-def test_latency_feedback_loosens_a_plan_far_faster_than_the_target(cache, timed, monkeypatch, caplog):
+@pytest.mark.parametrize("allocation", ["macs", "tables"])
+def test_latency_feedback_loosens_a_plan_far_faster_than_the_target(cache, timed, monkeypatch, caplog, allocation):
     """Tables from a busier state of the machine (the model runs at 0.7x what they say): the first plan is far
     faster than needed, so it is planned again to a looser internal target and keeps more channels."""
-    pruner, clock, kept = _feedback_pruner(1.2, 0.7, monkeypatch)
+    pruner, clock, kept = _feedback_pruner(1.2, 0.7, monkeypatch, allocation)
     with caplog.at_level("WARNING", logger="mhaprune.pruning.pruner"):
         plan = pruner.plan()
     info = plan.meta["latency"]
-    assert len(clock) >= 2 and clock[0] < 0.95 * pruner.target  # the first plan: far under the target
-    assert info["planned_to_ms"] > pruner.target and info["measured_ms"] <= pruner.target * (1 + 1e-4)
-    ceiling = pruner.target * (1 + FEEDBACK_TOLERANCE)
+    assert len(clock) >= 2 and clock[0] < 0.95 * pruner.latency_target  # the first plan: far under the target
+    assert info["planned_to_ms"] > pruner.latency_target
+    assert info["measured_ms"] <= pruner.latency_target * (1 + 1e-4)
+    ceiling = pruner.latency_target * (1 + FEEDBACK_TOLERANCE)
     assert info["measured_ms"] == pytest.approx(max(c for c in clock if c <= ceiling), rel=1e-3)
     assert plan.pruned_macs > kept[0]  # the plan kept is looser than the first one
     assert info["tables_error"] == pytest.approx(0.7, rel=1e-3)
@@ -262,7 +285,7 @@ def test_a_table_entry_slower_than_the_whole_layer_is_measured_again(cache, monk
     model, x = _model()
     calls = _scripted(monkeypatch, slow={1})  # the attention table's first entry (1 channel of Q/K and of V)
     cost = lat.LatencyCost(model, x, batch=4, threads=1)
-    assert len(calls) == 36 + 1 + 6 + 1  # the one slow entry measured twice
+    assert len(calls) == 36 + 1 + 6 + ALIGNED + 1  # the one slow entry measured twice
     attn = cost.layers[0]
     assert float(attn.values.max()) == 1.0 and "busy" not in caplog.text
 
@@ -273,3 +296,20 @@ def test_a_table_that_stays_slow_is_kept_with_a_warning(cache, monkeypatch, capl
     cost = lat.LatencyCost(model, x, batch=4, threads=1)
     assert float(cost.layers[0].values[0, 0]) == 100.0
     assert "1 of 35 narrower widths measured over 1.5x slower" in caplog.text and "machine is busy" in caplog.text
+
+
+def test_alignment_factors_apply_to_concrete_widths_off_the_grid_only():
+    model, _ = _model()
+    path, module, adapter = next(e for e in mhaprune.adapters.prunable_modules(model) if e[2].kind == "mlp")
+    full = adapter.groups(module)["hidden"][1]
+    axes = {"hidden": lat.grid_widths(full)}
+    values = torch.tensor([float(w) for w in axes["hidden"]], dtype=torch.float64)  # 1 ms per channel
+    layer = lat.LayerLatency(path, module, adapter, axes, values, {"hidden": {"4": 1.05, "2": 1.1, "1": 1.2}})
+    for w, factor in ((24, 1.0), (20, 1.05), (22, 1.1), (23, 1.2), (full, 1.0)):
+        assert float(layer.table({"hidden": w})) == pytest.approx(factor * w), w
+    assert float(layer.table({"hidden": 1})) == pytest.approx(1.0)  # a grid point: measured, no factor
+    soft = torch.tensor(23.0, requires_grad=True)
+    out = layer.table({"hidden": soft})
+    # the search's soft widths: the smooth table
+    assert float(out.detach()) == pytest.approx(23.0) and out.requires_grad
+    assert [lat.align_class(w) for w in (8, 12, 6, 7, 7.5)] == [None, 4, 2, 1, None]

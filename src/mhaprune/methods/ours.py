@@ -42,6 +42,8 @@ _SEARCH_OPTIONS = (
     "target_latency",
     "target_latency_batch",
     "target_latency_threads",
+    "latency_feedback",
+    "latency_allocation",
     "rescale",
     "seed",
 )

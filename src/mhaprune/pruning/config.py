@@ -93,9 +93,15 @@ class PruneConfig:
             (``"1.2G"``, ``35e6``).
         target_latency: prune to a latency instead of MACs: ``"20ms"`` (per forward of ``target_latency_batch``
             inputs, fp32, on the search's device with ``target_latency_threads`` CPU threads), or a fraction /
-            percentage of the dense latency (``0.7``, ``"70%"``). The search's regulariser and the final repair /
-            fill then use a per-layer latency model of the device (:mod:`mhaprune.cost.latency`: lookup tables over
-            kept widths, measured once and cached) in place of the MACs; ``target_macs`` is not used.
+            percentage of the dense latency (``0.7``, ``"70%"``), predicted by a per-layer latency model of the
+            device (:mod:`mhaprune.cost.latency`: lookup tables over kept widths, measured once and cached);
+            ``target_macs`` is not used.
+        latency_allocation: how a latency target spends its budget across layers. ``"macs"`` (default): the
+            search and the plan allocate channels by MACs, as a MACs target does, at the MACs level whose plan the
+            latency tables predict to meet the target (a bisection over the plan's MACs target); ``"tables"``: the
+            search's regulariser and the final repair / fill count every layer's milliseconds from the tables
+            (layer-wise latency allocation, NViT-style). Default chosen on validation: at equal measured latency
+            ``"tables"`` was 1.2 pp less accurate on ``deit_micro`` (``docs/method.md``, latency targets).
         target_latency_batch: batch size the latency target is for.
         target_latency_threads: CPU threads the latency target is for (default: torch's current setting).
         latency_feedback: rounds of measured correction of a latency-target plan: the planned model is timed at the
@@ -154,6 +160,7 @@ class PruneConfig:
     target_latency_batch: int = field(default=32, metadata={"metavar": "N"})
     target_latency_threads: int | None = field(default=None, metadata={"metavar": "N"})
     latency_feedback: int = field(default=2, metadata={"metavar": "ROUNDS"})
+    latency_allocation: str = field(default="macs", metadata={"choices": ("macs", "tables")})
     prune_qk: bool = True
     prune_v: bool = True
     prune_mlp: bool = True

@@ -15,6 +15,7 @@ checkpoints and resume cover them. Put them in their own optimizer group with :m
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 
 import torch
@@ -22,7 +23,7 @@ import torch.nn as nn
 
 from ..adapters import no_weight_decay, unconverted_modules
 from ..cost import call_model
-from .budget import ModelCost, plan_from_rankings
+from .budget import ModelCost, greedy_widths, plan_from_rankings, uniform_widths
 from .config import ConfigError, PruneConfig, parse_latency
 from .gates import GroupState, TokenMaskWatch, install_gates, reweight_multipliers
 from .groups import padded_width
@@ -116,10 +117,21 @@ class Pruner:
                 f"your own module layout register an adapter (docs/architecture.md)"
             )
         self.groups_pruned = cfg.groups()
-        # what the budget counts: MACs, or the device's latency model (same interface, in milliseconds)
+        # what the budget counts: MACs, or the device's latency model (same interface, in milliseconds). A latency
+        # target keeps its model and milliseconds in ``latency`` / ``latency_target``; with ``latency_allocation``
+        # "macs" the search and the plan still count MACs (``target``: the MACs whose uniform plan the tables
+        # predict at the latency target; the plan bisects its own MACs level, ``_plan_to_latency``)
         self.budget = self.cost
+        self.latency, self.latency_target = None, None
         if cfg.target_latency is not None:
-            self.budget, self.target = latency_budget(model, example_inputs, cfg, self.cost)
+            self.latency, self.latency_target = latency_budget(model, example_inputs, cfg, self.cost)
+            if cfg.latency_allocation == "tables":
+                self.budget, self.target = self.latency, self.latency_target
+            else:
+                widths, _ = uniform_widths(self.latency, self.groups_pruned, self.latency_target, cfg.min_per_head,
+                                           cfg.round_to, cfg.same_qk_v_width)  # fmt: skip
+                floor = self.cost.min_total(self.groups_pruned, cfg.min_per_head)
+                self.target = max(floor, min(self.cost.total(widths), self.cost.dense_total - 1))
         else:
             self.target = self.cost.resolve_target(cfg.target_macs, self.groups_pruned, cfg.min_per_head)
         self.states: dict[str, dict[str, GroupState]] = {}
@@ -506,14 +518,64 @@ class Pruner:
                 meta={"config": self.cfg.to_dict(), "search_steps": self.step_count},
             )
 
-        plan = build(self.target)
-        if self.budget is not self.cost and self.cfg.latency_feedback:
-            plan = self._latency_feedback(plan, build)
+        if self.latency is None:
+            return build(self.target)
+        if self.budget is self.cost:  # a latency target allocated by MACs: each plan at the MACs level that fits
+            def build_ms(ms):
+                return self._plan_to_latency(scores, widths, ms, build)
+        else:
+            def build_ms(ms):
+                plan = build(ms)
+                plan.meta["latency"]["allocation"] = "tables"
+                return plan
+        plan = build_ms(self.latency_target)
+        if self.cfg.latency_feedback:
+            plan = self._latency_feedback(plan, build_ms)
+        return plan
+
+    def _plan_to_latency(self, scores, widths, ms: float, build) -> Plan:
+        """The MACs plan (repair / fill by MACs, as a MACs target plans) at the largest MACs target whose widths the
+        latency tables predict at ≤ ``ms`` (bisection; the slowest plan that fits, else the fastest one tried)."""
+        cfg, cost, latency = self.cfg, self.cost, self.latency
+        ranked = {p: {g: torch.sort(s, dim=1, descending=True, stable=True).values for g, s in gs.items()}
+                  for p, gs in scores.items()}  # fmt: skip
+
+        def predicted(t):
+            w = greedy_widths(cost, ranked, widths, t, cfg.round_to, cfg.min_per_head, cfg.fill,
+                              cfg.same_qk_v_width)  # fmt: skip
+            return latency.total(w)
+
+        lo = cost.min_total(self.groups_pruned, cfg.min_per_head)
+        hi = cost.dense_total - 1
+        best = None  # (MACs target, predicted ms) of the slowest plan under ``ms``
+        fastest = (lo, predicted(lo))
+        if fastest[1] <= ms:
+            best = fastest
+            for _ in range(30):
+                if hi - lo <= max(1, 1e-4 * cost.dense_total):
+                    break
+                mid = (lo + hi) // 2
+                pm = predicted(mid)
+                if pm <= ms:
+                    lo, best = mid, (mid, pm)
+                else:
+                    hi = mid
+        t, _ = best or fastest
+        plan = build(t).with_target(None)  # planned to a latency: no MACs target of the user's (``macs_target``)
+        plan.meta["latency"] = {
+            # rounded alike (rounding is monotonic, so a plan under its target stays under it in the record)
+            "target_ms": round(ms, 4),
+            "predicted_ms": round(latency.total(plan.widths()), 4),
+            "dense_ms": round(latency.dense_total, 4),
+            "setting": dataclasses.asdict(latency.setting),
+            "allocation": "macs",
+            "macs_target": int(t),
+        }
         return plan
 
     def _time_plan(self, plan: Plan) -> tuple[float, float]:
         """``(planned model's ms, dense model's ms)``, timed beside each other at the target's setting."""
-        return self.budget.time_beside_dense(apply_plan(copy.deepcopy(self.budget.dense_model), plan))
+        return self.latency.time_beside_dense(apply_plan(copy.deepcopy(self.latency.dense_model), plan))
 
     def _latency_feedback(self, plan: Plan, build) -> Plan:
         """Time the planned model at the target's setting, beside the dense model (``_time_plan``), and while it is
@@ -524,9 +586,9 @@ class Pruner:
         far faster than the target costs accuracy for nothing (measured: a deit_micro plan cut to 43% of the dense
         latency, 48.8% val top-1, by a machine that slowed 1.5x between the tables and the timing). The plan kept is
         the slowest one measured on target (else the fastest measured)."""
-        goal, target = self.target, self.target
+        goal, target = self.latency_target, self.latency_target
         ceiling = (1 + FEEDBACK_TOLERANCE) * goal
-        floor = self.budget.min_total(self.cfg.groups(), self.cfg.min_per_head)
+        floor = self.latency.min_total(self.cfg.groups(), self.cfg.min_per_head)
         clock: list[dict] = []
 
         def measure(planned: Plan) -> float:
@@ -535,7 +597,7 @@ class Pruner:
             # 29.9 ms in the tables, 41.8-46.7 ms four minutes later) would otherwise make the loop prune for the drift
             ms, dense_ms = self._time_plan(planned)
             clock.append({"plan_ms": round(ms, 4), "dense_ms": round(dense_ms, 4)})
-            return ms * self.budget.dense_total / dense_ms
+            return ms * self.latency.dense_total / dense_ms
 
         tried = [(target, plan, measure(plan))]
         for _ in range(self.cfg.latency_feedback):
@@ -544,7 +606,7 @@ class Pruner:
                 break
             error = tried[-1][1].meta["latency"]["predicted_ms"] / measured
             new = max(floor, goal * error)
-            new = min(new, target) if measured > goal else min(new, self.budget.dense_total)
+            new = min(new, target) if measured > goal else min(new, self.latency.dense_total)
             if abs(new - target) <= 1e-3 * target:
                 break
             target = new
@@ -562,7 +624,7 @@ class Pruner:
             _logger.warning("the latency tables predicted %.2f ms for the plan, the model measured the equivalent of "
                             "%.2f ms (timed beside the dense model): the tables (cached in %s) may have been measured "
                             "on a busy machine; delete that file to measure them again on a quiet one",
-                            first_predicted, tried[0][2], self.budget.path)  # fmt: skip
+                            first_predicted, tried[0][2], self.latency.path)  # fmt: skip
         if measured > ceiling:
             _logger.warning("the planned model measured %.2f ms against the %.2f ms latency target after %d "
                             "correction(s) (the machine may be busy)", measured, goal, len(tried) - 1)  # fmt: skip
