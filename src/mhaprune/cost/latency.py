@@ -4,6 +4,9 @@ Every prunable module (attention, MLP) is timed alone, on the inputs it receives
 the stated batch, sliced to a grid of kept channels per head: 1, 1/8, 1/4, 1/2, 3/4 and all of each pruned group
 (Q/K × V for attention, so a 6 × 6 table; the hidden width for an MLP). Between grid points the latency is
 interpolated (multilinear, differentiable in the widths, so the search's regulariser can use it like the MACs).
+A concrete width that is not a multiple of 8 runs slower than that smooth table says (SIMD blocking): each group's
+factor per alignment class (4 / 2 / 1 off a multiple of 8) is measured once with the table and multiplies the
+interpolated latency of such widths off the grid (soft widths in the search use the smooth table).
 The rest of the model is one constant: the measured latency of the dense model minus its layers' table values. A
 model's predicted latency is ``const + Σ layer(widths)`` (NViT and Kwon et al. budget latency this way).
 
