@@ -96,12 +96,12 @@ class PruneConfig:
             percentage of the dense latency (``0.7``, ``"70%"``), predicted by a per-layer latency model of the
             device (:mod:`mhaprune.cost.latency`: lookup tables over kept widths, measured once and cached);
             ``target_macs`` is not used.
-        latency_allocation: how a latency target spends its budget across layers. ``"macs"`` (default): the
-            search and the plan allocate channels by MACs, as a MACs target does, at the MACs level whose plan the
-            latency tables predict to meet the target (a bisection over the plan's MACs target); ``"tables"``: the
+        latency_allocation: how a latency target spends its budget across layers. ``"tables"`` (default): the
             search's regulariser and the final repair / fill count every layer's milliseconds from the tables
-            (layer-wise latency allocation, NViT-style). Default chosen on validation: at equal measured latency
-            ``"tables"`` was 1.2 pp less accurate on ``deit_micro`` (``docs/method.md``, latency targets).
+            (layer-wise latency allocation, NViT-style); ``"macs"``: the search and the plan allocate channels by
+            MACs, as a MACs target does, at the MACs level whose plan the latency tables predict to meet the target
+            (a bisection over the plan's MACs target). Neither is yet shown better on validation
+            (``docs/method.md``, latency targets), so the default stays what it was.
         target_latency_batch: batch size the latency target is for.
         target_latency_threads: CPU threads the latency target is for (default: torch's current setting).
         latency_feedback: rounds of measured correction of a latency-target plan: the planned model is timed at the
@@ -160,7 +160,7 @@ class PruneConfig:
     target_latency_batch: int = field(default=32, metadata={"metavar": "N"})
     target_latency_threads: int | None = field(default=None, metadata={"metavar": "N"})
     latency_feedback: int = field(default=2, metadata={"metavar": "ROUNDS"})
-    latency_allocation: str = field(default="macs", metadata={"choices": ("macs", "tables")})
+    latency_allocation: str = field(default="tables", metadata={"choices": ("tables", "macs")})
     prune_qk: bool = True
     prune_v: bool = True
     prune_mlp: bool = True

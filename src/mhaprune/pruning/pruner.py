@@ -397,7 +397,7 @@ class Pruner:
 
     def current_macs(self) -> int:
         """Deployable MACs of the current hard masks (heads padded to the widest one when not equal); with a latency
-        target, their predicted latency in milliseconds."""
+        target allocated by the tables (``latency_allocation="tables"``), their predicted latency in milliseconds."""
         return self.budget.total(self._hard_widths())
 
     def regularization_loss(self) -> torch.Tensor:
