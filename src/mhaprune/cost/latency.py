@@ -158,7 +158,8 @@ class LayerLatency:
         self.full = float(values.flatten()[-1]) if values.numel() else 0.0  # every group at full width
 
     def smooth(self, per_head: dict[str, float]):
-        """The isolated module's latency interpolated between the grid widths (all multiples of 8 but 1)."""
+        """The isolated module's latency interpolated between the grid widths (1 and fractions of the width:
+        multiples of 8 for groups of 64 channels and more)."""
         point = [per_head.get(g, self.shapes[g][1]) for g in self.axes]
         return interpolate(list(self.axes.values()), self.values, point)
 

@@ -189,6 +189,24 @@ def greedy_widths(
     return widths
 
 
+def rank_scores(scores: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
+    """Every head's channel scores sorted descending (the rankings :func:`greedy_widths` takes)."""
+    return {p: {g: torch.sort(s, dim=1, descending=True, stable=True).values for g, s in gs.items()}
+            for p, gs in scores.items()}  # fmt: skip
+
+
+def latency_meta(latency, target_ms: float, widths: dict[str, dict[str, int]]) -> dict:
+    """A latency plan's record (``plan.meta["latency"]``): the target, the tables' prediction for ``widths``, the
+    tables' dense latency and their device setting."""
+    return {
+        # rounded alike (rounding is monotonic, so a plan under its target stays under it in the record)
+        "target_ms": round(target_ms, 4),
+        "predicted_ms": round(latency.total(widths), 4),
+        "dense_ms": round(latency.dense_total, 4),
+        "setting": dataclasses.asdict(latency.setting),
+    }
+
+
 def plan_from_rankings(
     model: nn.Module,
     cost: ModelCost,
@@ -203,10 +221,7 @@ def plan_from_rankings(
 ) -> Plan:
     """Build a plan: every head keeps its top ``widths`` channels by ``scores`` (after repair/fill to ``target``;
     ``tied``: Q/K and V of a layer at one width, see :func:`greedy_widths`)."""
-    ranked = {
-        p: {g: torch.sort(s, dim=1, descending=True, stable=True).values for g, s in gs.items()}
-        for p, gs in scores.items()
-    }
+    ranked = rank_scores(scores)
     if target is not None:
         widths = greedy_widths(cost, ranked, widths, target, step, min_per_head, fill, tied)
     elif tied:
@@ -224,13 +239,7 @@ def plan_from_rankings(
     macs = getattr(cost, "macs_cost", None) or cost
     meta = dict(meta or {})
     if macs is not cost:
-        meta["latency"] = {
-            # rounded alike (rounding is monotonic, so a plan under its target stays under it in the record)
-            "target_ms": round(target, 4),
-            "predicted_ms": round(cost.total(widths), 4),
-            "dense_ms": round(cost.dense_total, 4),
-            "setting": dataclasses.asdict(cost.setting),
-        }
+        meta["latency"] = latency_meta(cost, target, widths)
     plan = Plan(
         layers,
         list(macs.input_size),

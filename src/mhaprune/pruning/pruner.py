@@ -15,7 +15,6 @@ checkpoints and resume cover them. Put them in their own optimizer group with :m
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 
 import torch
@@ -23,7 +22,7 @@ import torch.nn as nn
 
 from ..adapters import no_weight_decay, unconverted_modules
 from ..cost import call_model
-from .budget import ModelCost, greedy_widths, plan_from_rankings, uniform_widths
+from .budget import ModelCost, greedy_widths, latency_meta, plan_from_rankings, rank_scores, uniform_widths
 from .config import ConfigError, PruneConfig, parse_latency
 from .gates import GroupState, TokenMaskWatch, install_gates, reweight_multipliers
 from .groups import padded_width
@@ -537,8 +536,7 @@ class Pruner:
         """The MACs plan (repair / fill by MACs, as a MACs target plans) at the largest MACs target whose widths the
         latency tables predict at ≤ ``ms`` (bisection; the slowest plan that fits, else the fastest one tried)."""
         cfg, cost, latency = self.cfg, self.cost, self.latency
-        ranked = {p: {g: torch.sort(s, dim=1, descending=True, stable=True).values for g, s in gs.items()}
-                  for p, gs in scores.items()}  # fmt: skip
+        ranked = rank_scores(scores)
 
         def predicted(t):
             w = greedy_widths(cost, ranked, widths, t, cfg.round_to, cfg.min_per_head, cfg.fill,
@@ -562,15 +560,7 @@ class Pruner:
                     hi = mid
         t, _ = best or fastest
         plan = build(t).with_target(None)  # planned to a latency: no MACs target of the user's (``macs_target``)
-        plan.meta["latency"] = {
-            # rounded alike (rounding is monotonic, so a plan under its target stays under it in the record)
-            "target_ms": round(ms, 4),
-            "predicted_ms": round(latency.total(plan.widths()), 4),
-            "dense_ms": round(latency.dense_total, 4),
-            "setting": dataclasses.asdict(latency.setting),
-            "allocation": "macs",
-            "macs_target": int(t),
-        }
+        plan.meta["latency"] = {**latency_meta(latency, ms, plan.widths()), "allocation": "macs", "macs_target": int(t)}
         return plan
 
     def _time_plan(self, plan: Plan) -> tuple[float, float]:
