@@ -11,9 +11,11 @@ beside them), then
 interleaved with the dense model (dense, plan, dense): ``error`` compares the prediction with the plan's own time,
 ``error_vs_dense_beside`` with the plan's time scaled by the tables' dense time over the dense time measured beside
 it (the measured fraction of dense: what the feedback of a latency target uses, and what survives a machine whose
-speed drifts between the tables and the check). Then, per target in ``--targets`` (fractions of the dense latency),
-ours' plan from its initialised indicators (no search steps: latency depends on the widths, not on which channels are
-kept) under ``target_latency``, predicted and measured.
+speed drifts between the tables and the check); ``error_ratio`` is the uncalibrated prediction made as the tables
+of cache version 3 made it (the alignment ratio a factor on the whole layer), from the same tables. Then, per
+target in ``--targets`` (fractions of the dense latency), ours' plan from its initialised indicators (no search
+steps: latency depends on the widths, not on which channels are kept) under ``target_latency``, predicted and
+measured.
 Run it on a quiet machine: a busy one makes every measurement, the tables included, meaningless.
 
 Writes ``latency_model.json`` / ``.csv`` (machine, versions, git hash, command) to ``--out``.
@@ -33,7 +35,7 @@ from pathlib import Path
 import torch
 
 import mhaprune
-from mhaprune.cost.latency import LatencyCost, time_call
+from mhaprune.cost.latency import LatencyCost, align_class, time_call
 from mhaprune.pruning import PruneConfig, Pruner, apply_plan
 from mhaprune.pruning.budget import plan_from_rankings
 from mhaprune.utils import atomic_write_json, run_metadata, seed_all
@@ -43,6 +45,22 @@ from ._io import write_csv
 
 def random_widths(cost: LatencyCost, rng: random.Random) -> dict:
     return {lc.path: {g: rng.randint(1, lc.shapes[g][1]) for g in lc.axes} for lc in cost.layers}
+
+
+def ratio_total(cost: LatencyCost, widths: dict) -> float:
+    """The uncalibrated prediction as the tables made it before cache version 4: the smooth table times the
+    measured alignment ratio of every off-grid group (a factor on the whole layer), for the comparison in one run."""
+    total = cost.const
+    for lc in cost.layers:
+        per_head = widths.get(lc.path, {})
+        ms = float(lc.smooth(per_head))
+        for g, ratios in lc.align.items():
+            w = per_head.get(g, lc.shapes[g][1])
+            c = align_class(w)
+            if c is not None and int(w) not in lc.axes[g]:
+                ms *= ratios.get(str(c), 1.0)
+        total += ms
+    return total
 
 
 def measured_ms(model, x, args) -> float:
@@ -81,7 +99,10 @@ def run_model(name: str, args, rows: list[dict]) -> None:
                      "error_vs_dense_beside": round((pred - rel) / rel, 4),
                      "predicted_uncalibrated_ms": round(raw.total(widths), 3),
                      "error_uncalibrated": round((raw.total(widths) - meas) / meas, 4),
-                     "error_uncalibrated_vs_dense_beside": round((raw.total(widths) - rel) / rel, 4)})  # fmt: skip
+                     "error_uncalibrated_vs_dense_beside": round((raw.total(widths) - rel) / rel, 4),
+                     "predicted_ratio_ms": round(ratio_total(raw, widths), 3),
+                     "error_ratio": round((ratio_total(raw, widths) - meas) / meas, 4),
+                     "error_ratio_vs_dense_beside": round((ratio_total(raw, widths) - rel) / rel, 4)})  # fmt: skip
     for target in args.targets:
         cfg = PruneConfig(target_latency=target, target_latency_batch=args.batch, target_latency_threads=args.threads)
         work = copy.deepcopy(model)
@@ -105,6 +126,9 @@ def summarise(rows: list[dict]) -> list[dict]:
         beside = [abs(r["error_vs_dense_beside"]) for r in rows if r["model"] == name and r["kind"] == "random"]
         raw_beside = [abs(r["error_uncalibrated_vs_dense_beside"]) for r in rows
                       if r["model"] == name and r["kind"] == "random"]  # fmt: skip
+        ratio = [abs(r["error_ratio"]) for r in rows if r["model"] == name and r["kind"] == "random"]
+        ratio_beside = [abs(r["error_ratio_vs_dense_beside"]) for r in rows
+                        if r["model"] == name and r["kind"] == "random"]  # fmt: skip
         targets = [r for r in rows if r["model"] == name and r["kind"] == "target"]
         out.append({"model": name, "random_plans": len(errs),
                     "median_abs_error": round(statistics.median(errs), 4) if errs else None,
@@ -113,6 +137,9 @@ def summarise(rows: list[dict]) -> list[dict]:
                     "median_abs_error_vs_dense_beside": round(statistics.median(beside), 4) if beside else None,
                     "median_abs_error_uncalibrated_vs_dense_beside":
                         round(statistics.median(raw_beside), 4) if raw_beside else None,
+                    "median_abs_error_ratio_factors": round(statistics.median(ratio), 4) if ratio else None,
+                    "median_abs_error_ratio_factors_vs_dense_beside":
+                        round(statistics.median(ratio_beside), 4) if ratio_beside else None,
                     "worst_measured_vs_target": max((r["measured_vs_target"] for r in targets),
                                                     default=None)})  # fmt: skip
     return out

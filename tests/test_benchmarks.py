@@ -5,7 +5,10 @@ import json
 import shutil
 
 import pytest
+import torch
 from benchmarks import speed
+
+import mhaprune
 
 
 def test_speed_benchmark_writes_csv_json_plot(tmp_path):
@@ -372,8 +375,29 @@ def test_latency_model_benchmark_scores_random_plans_against_the_clock_and_besid
         rel = r["measured_ms"] * dense["predicted_ms"] / r["dense_beside_ms"]
         assert r["measured_on_tables_scale_ms"] == pytest.approx(rel, rel=1e-3, abs=2e-3)
         assert r["error_vs_dense_beside"] == pytest.approx((r["predicted_ms"] - rel) / rel, abs=2e-3)
+        meas = r["measured_ms"]
+        assert r["error_ratio"] == pytest.approx((r["predicted_ratio_ms"] - meas) / meas, abs=2e-3)
         assert 0 < r["macs_kept"] < 1
     (summary,) = res["summary"]
     assert summary["median_abs_error_vs_dense_beside"] == pytest.approx(
         statistics.median(abs(r["error_vs_dense_beside"]) for r in plans), abs=1e-4
     )
+
+
+def test_latency_model_benchmark_keeps_the_version_3_prediction_for_comparison():
+    """``ratio_total``: the smooth table times the alignment ratio of each off-grid group, on the whole layer."""
+    from types import SimpleNamespace
+
+    from benchmarks import latency_model
+
+    from mhaprune.cost import latency as lat
+
+    model = mhaprune.create_model("deit_micro")
+    path, module, adapter = next(e for e in mhaprune.adapters.prunable_modules(model) if e[2].kind == "mlp")
+    axes = {"hidden": lat.grid_widths(adapter.groups(module)["hidden"][1])}
+    values = torch.tensor([float(w) for w in axes["hidden"]], dtype=torch.float64)
+    layer = lat.LayerLatency(path, module, adapter, axes, values, {"hidden": {"1": 1.2}}, {"hidden": {"1": 0.3}})
+    cost = SimpleNamespace(const=5.0, layers=[layer])
+    assert latency_model.ratio_total(cost, {path: {"hidden": 23}}) == pytest.approx(5 + 23 * 1.2)
+    assert latency_model.ratio_total(cost, {path: {"hidden": 24}}) == pytest.approx(5 + 24)
+    assert float(layer.table({"hidden": 23})) == pytest.approx(23 + 0.3 * 22)  # the tables' own penalty

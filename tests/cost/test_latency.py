@@ -298,18 +298,35 @@ def test_a_table_that_stays_slow_is_kept_with_a_warning(cache, monkeypatch, capl
     assert "1 of 35 narrower widths measured over 1.5x slower" in caplog.text and "machine is busy" in caplog.text
 
 
-def test_alignment_factors_apply_to_concrete_widths_off_the_grid_only():
+def test_alignment_penalties_apply_to_concrete_widths_off_the_grid_only():
     model, _ = _model()
     path, module, adapter = next(e for e in mhaprune.adapters.prunable_modules(model) if e[2].kind == "mlp")
     full = adapter.groups(module)["hidden"][1]
     axes = {"hidden": lat.grid_widths(full)}
     values = torch.tensor([float(w) for w in axes["hidden"]], dtype=torch.float64)  # 1 ms per channel
-    layer = lat.LayerLatency(path, module, adapter, axes, values, {"hidden": {"4": 1.05, "2": 1.1, "1": 1.2}})
-    for w, factor in ((24, 1.0), (20, 1.05), (22, 1.1), (23, 1.2), (full, 1.0)):
-        assert float(layer.table({"hidden": w})) == pytest.approx(factor * w), w
-    assert float(layer.table({"hidden": 1})) == pytest.approx(1.0)  # a grid point: measured, no factor
+    layer = lat.LayerLatency(path, module, adapter, axes, values, None, {"hidden": {"4": 0.05, "2": 0.1, "1": 0.2}})
+    # the penalty is its share of the group's part of the layer: here w - 1 ms (the layer at 1 channel costs 1)
+    for w, share in ((24, 0.0), (20, 0.05), (22, 0.1), (23, 0.2), (full, 0.0)):
+        assert float(layer.table({"hidden": w})) == pytest.approx(w + share * (w - 1)), w
+    assert float(layer.table({"hidden": 1})) == pytest.approx(1.0)  # a grid point: measured, no penalty
     soft = torch.tensor(23.0, requires_grad=True)
     out = layer.table({"hidden": soft})
     # the search's soft widths: the smooth table
     assert float(out.detach()) == pytest.approx(23.0) and out.requires_grad
     assert [lat.align_class(w) for w in (8, 12, 6, 7, 7.5)] == [None, 4, 2, 1, None]
+
+
+def test_an_alignment_penalty_charges_its_own_group_not_the_whole_layer():
+    """An odd V width slows the matmuls over V's channels: with Q/K narrow the penalty stays that of V's part
+    (a factor on the whole layer charged Q/K's part too, and over-predicted narrow plans)."""
+    model, _ = _model()
+    path, module, adapter = next(e for e in mhaprune.adapters.prunable_modules(model) if e[2].kind == "attention")
+    shapes = adapter.groups(module)
+    axes = {g: lat.grid_widths(shapes[g][1]) for g in ("qk", "v")}
+    qk, v = (torch.tensor(axes[g], dtype=torch.float64) for g in ("qk", "v"))
+    values = 2 * qk[:, None] + v[None, :]  # Q/K costs 2 ms per channel, V 1 ms
+    layer = lat.LayerLatency(path, module, adapter, axes, values, None, {"v": {"1": 0.5}, "qk": {"1": 0.0}})
+    for w_qk in (axes["qk"][-1], 4, 1):
+        assert float(layer.part({"qk": w_qk, "v": 23}, "v")) == pytest.approx(22.0)
+        assert float(layer.table({"qk": w_qk, "v": 23})) == pytest.approx(2 * w_qk + 23 + 0.5 * 22), w_qk
+        assert float(layer.table({"qk": w_qk, "v": 24})) == pytest.approx(2 * w_qk + 24), w_qk

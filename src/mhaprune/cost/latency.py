@@ -5,8 +5,10 @@ the stated batch, sliced to a grid of kept channels per head: 1, 1/8, 1/4, 1/2, 
 (Q/K × V for attention, so a 6 × 6 table; the hidden width for an MLP). Between grid points the latency is
 interpolated (multilinear, differentiable in the widths, so the search's regulariser can use it like the MACs).
 A concrete width that is not a multiple of 8 runs slower than that smooth table says (SIMD blocking): each group's
-factor per alignment class (4 / 2 / 1 off a multiple of 8) is measured once with the table and multiplies the
-interpolated latency of such widths off the grid (soft widths in the search use the smooth table).
+penalty per alignment class (4 / 2 / 1 off a multiple of 8) is measured once with the table, as a share of the part
+of the layer's latency that depends on that group (the layer at that width minus the layer with the group at one
+channel per head), and is added for such widths off the grid: the matmuls over that group's channels slow down, not
+the rest of the layer (soft widths in the search use the smooth table).
 The rest of the model is one constant: the measured latency of the dense model minus its layers' table values. A
 model's predicted latency is ``const + Σ layer(widths)`` (NViT and Kwon et al. budget latency this way).
 
@@ -38,11 +40,15 @@ from .macs import call_model
 
 _logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 3  # 2: the calibration stores fractions of dense; 3: the tables' alignment factors
+# 2: the calibration stores fractions of dense; 3: the tables' alignment factors; 4: alignment penalties as shares
+# of the group's part of the layer (a factor on the whole layer over-charged narrow plans: deit_micro, 28.0 ms
+# predicted for a plan that ran at 22.7)
+CACHE_VERSION = 4
 # widths off a multiple of 8 run slower than the smooth table says (measured on deit_small's MLP, batch 32, AVX-512:
 # hidden 704 -> 37.6 ms, 700 -> 43.6, 703 -> 46.7; 768 -> 43.8, 767 -> 53.9): each group's factor per alignment
 # class (the largest of 4 / 2 / 1 dividing the width) is measured at ALIGN_FRACTIONS of its width, off by 4 / 2 / 1
 ALIGN, ALIGN_CLASSES, ALIGN_FRACTIONS, ALIGN_MIN_WIDTH = 8, (4, 2, 1), (0.5, 0.75), 16
+ALIGN_SHARE_RANGE = (-0.25, 2.0)  # a penalty share outside it is noise on a group whose part is tiny
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)  # fractions of a group's width, plus 1 channel
 # a narrower layer measured this much slower than the whole one (plus the slack, for sub-millisecond layers) means
 # the machine was busy during that measurement (descheduled threads cost a scheduler quantum, milliseconds): the
@@ -149,11 +155,13 @@ class LayerLatency:
     (``macs`` / ``macs_total`` return milliseconds here)."""
 
     def __init__(self, path: str, module: nn.Module, adapter, axes: dict[str, list[int]], values: torch.Tensor,
-                 align: dict[str, dict[str, float]] | None = None):  # fmt: skip
+                 align: dict[str, dict[str, float]] | None = None,
+                 align_share: dict[str, dict[str, float]] | None = None):  # fmt: skip
         self.path, self.module, self.adapter = path, module, adapter
         self.shapes = dict(adapter.groups(module))
         self.axes, self.values = axes, values
-        self.align = align or {}  # group -> {alignment class: factor over the smooth table}
+        self.align = align or {}  # group -> {alignment class: measured / smooth latency}: kept as the record
+        self.align_share = align_share or {}  # group -> {alignment class: penalty / the group's part of the layer}
         self.scale = 1.0  # the in-place calibration of the table's savings (LatencyCost sets it)
         self.full = float(values.flatten()[-1]) if values.numel() else 0.0  # every group at full width
 
@@ -163,15 +171,21 @@ class LayerLatency:
         point = [per_head.get(g, self.shapes[g][1]) for g in self.axes]
         return interpolate(list(self.axes.values()), self.values, point)
 
+    def part(self, per_head: dict[str, float], group: str):
+        """The part of the smooth latency that depends on ``group``: the layer as given minus the layer with that
+        group at its narrowest grid width (one channel per head)."""
+        return (self.smooth(per_head) - self.smooth({**per_head, group: self.axes[group][0]})).clamp_min(0.0)
+
     def table(self, per_head: dict[str, float]):
-        """The isolated module's latency, uncalibrated: the smooth table times the alignment factor of every group
-        whose concrete width is off the grid and not a multiple of 8 (soft widths: the smooth table alone)."""
+        """The isolated module's latency, uncalibrated: the smooth table plus, for every group whose concrete width
+        is off the grid and not a multiple of 8, its alignment class's penalty share times that group's part of the
+        layer (soft widths: the smooth table alone)."""
         out = self.smooth(per_head)
-        for g, factors in self.align.items():
+        for g, shares in self.align_share.items():
             w = per_head.get(g, self.shapes[g][1])
             c = align_class(w)
             if c is not None and int(w) not in self.axes[g]:
-                out = out * factors.get(str(c), 1.0)
+                out = out + shares.get(str(c), 0.0) * self.part(per_head, g)
         return out
 
     def latency(self, per_head: dict[str, float]):
@@ -319,7 +333,8 @@ class LatencyCost:
                 new[sig] = entry
             axes = {g: list(w) for g, w in entry["axes"].items()}
             values = torch.tensor(entry["ms"], dtype=torch.float64)
-            self.layers.append(LayerLatency(path, module, adapter, axes, values, entry.get("align")))
+            self.layers.append(LayerLatency(path, module, adapter, axes, values, entry.get("align"),
+                                            entry.get("align_share")))  # fmt: skip
         whole = [type(model).__qualname__, getattr(model, "arch_name", None), sigs, _shapes(x)]
         dense_key = "model:" + hashlib.sha1(json.dumps(whole).encode()).hexdigest()
         dense = (stored.get(dense_key) or {}).get("ms")
@@ -388,33 +403,38 @@ class LatencyCost:
                 adapter.slice(m, keep)
             values[index] = time_call(lambda m=m: m(*args, **kwargs), self.device, self.repeats)
         self._recheck(module, adapter, args, kwargs, axes, values)
-        return {"axes": axes, "ms": values.tolist(), "align": self._measure_align(module, adapter, args, kwargs, axes,
-                                                                                  values)}  # fmt: skip
+        ratio, share = self._measure_align(module, adapter, args, kwargs, axes, values)
+        return {"axes": axes, "ms": values.tolist(), "align": ratio, "align_share": share}
 
-    def _measure_align(self, module, adapter, args, kwargs, axes: dict, values: torch.Tensor) -> dict:
-        """Per group wide enough, the factor of each alignment class (widths 4 / 2 / 1 off a multiple of 8) over
-        the smooth table: the measured latency over the interpolated one, the geometric mean over
-        ``ALIGN_FRACTIONS`` of the width (the other groups at full width), clamped to [0.8, 2]."""
+    def _measure_align(self, module, adapter, args, kwargs, axes: dict, values: torch.Tensor) -> tuple[dict, dict]:
+        """Per group wide enough, per alignment class (widths 4 / 2 / 1 off a multiple of 8), measured at
+        ``ALIGN_FRACTIONS`` of the width (the other groups at full width): the measured latency over the smooth
+        table (geometric mean, the record) and the penalty's share of the group's part of the layer (measured
+        minus smooth, over :meth:`LayerLatency.part`; the mean, clamped to ``ALIGN_SHARE_RANGE``)."""
         shapes = adapter.groups(module)
         lc = LayerLatency("", module, adapter, axes, values)
-        out: dict[str, dict[str, float]] = {}
+        ratios: dict[str, dict[str, float]] = {}
+        shares: dict[str, dict[str, float]] = {}
+        lo, hi = ALIGN_SHARE_RANGE
         for g in axes:
             full = shapes[g][1]
             if full < ALIGN_MIN_WIDTH:
                 continue
             bases = sorted({max(ALIGN, ALIGN * round(f * full / ALIGN)) for f in ALIGN_FRACTIONS})
-            factors = {}
+            ratios[g], shares[g] = {}, {}
             for c in ALIGN_CLASSES:
-                logs = []
+                logs, parts = [], []
                 for base in bases:
                     w = base - c
                     m = copy.deepcopy(module)
                     adapter.slice(m, self._first_channels(shapes, {g: w}))
                     ms = time_call(lambda m=m: m(*args, **kwargs), self.device, self.repeats)
-                    logs.append(torch.tensor(ms / max(float(lc.smooth({g: w})), 1e-9)).log())
-                factors[str(c)] = float(min(2.0, max(0.8, float(torch.stack(logs).mean().exp()))))
-            out[g] = factors
-        return out
+                    smooth = max(float(lc.smooth({g: w})), 1e-9)
+                    logs.append(torch.tensor(ms / smooth).log())
+                    parts.append((ms - smooth) / max(float(lc.part({g: w}, g)), 1e-9))
+                ratios[g][str(c)] = float(torch.stack(logs).mean().exp())
+                shares[g][str(c)] = float(min(hi, max(lo, sum(parts) / len(parts))))
+        return ratios, shares
 
     def _recheck(self, module, adapter, args, kwargs, axes: dict, values: torch.Tensor) -> None:
         """Measure again the entries that came out slower than the unsliced layer by more than ``BUSY_FACTOR``
