@@ -9,8 +9,11 @@ fine-tune) under ``target_macs=B`` gives model M; M is timed ``--rounds`` times 
 ``--threads`` CPU threads, fp32, eager) beside the dense model; ours again under ``target_latency`` = M's measured
 latency as a fraction of the dense model's (same batch and threads), once per ``--allocations`` entry
 (``latency_allocation``: ``macs``, the default, and ``tables``), gives the models L.
-At the end M and the Ls are timed again side by side, interleaved over ``--rounds`` rounds (medians), so the
-latencies compared come from one quiet stretch of the machine. Accuracy: top-1 on the 5,000-image validation split
+With ``--bracket`` d, ours also runs under ``target_macs`` = B × (1 − d) and B × (1 + d). At the end the MACs plans
+and the Ls are timed again side by side, interleaved over ``--rounds`` rounds (medians), so the latencies compared
+come from one stretch of the machine; ``*_gain_at_equal_latency`` compares each L with the MACs plans' accuracy
+interpolated (piecewise linear) at L's measured time (``None`` where L falls outside the MACs plans' times): a
+comparison at equal measured latency even where L misses its target. Accuracy: top-1 on the 5,000-image validation split
 held out of the training images (what a decision may use) and on the test split (what is reported).
 Run it on a quiet machine: the latency target is measured.
 
@@ -60,9 +63,25 @@ def searched(dense, splits, cfg: PruneConfig, args) -> tuple[torch.nn.Module, di
     return res.model.eval(), info
 
 
+def at_equal_latency(curve: list[tuple[float, float]], ms: float) -> float | None:
+    """The MACs plans' accuracy interpolated (piecewise linear in measured ms) at ``ms``; ``None`` outside the
+    measured range (no extrapolation)."""
+    curve = sorted(curve)
+    for (t0, a0), (t1, a1) in zip(curve, curve[1:]):
+        if t0 <= ms <= t1:
+            return a0 if t1 == t0 else a0 + (a1 - a0) * (ms - t0) / (t1 - t0)
+    return None
+
+
 def run_cell(name: str, budget: float, dense, splits, args) -> dict:
     x = torch.randn(args.batch, *dense.input_size)
     m_model, m_info = searched(dense, splits, PruneConfig(target_macs=budget, seed=args.seed), args)
+    # MACs plans around the budget, timed with the others: the MACs-target accuracy against measured latency, so
+    # that a latency plan that lands off the MACs plan's time is still compared at equal latency
+    side = {}
+    for b in sorted({round(budget * (1 - args.bracket), 4), round(min(0.99, budget * (1 + args.bracket)), 4)}):
+        if args.bracket > 0 and b != budget:
+            side[b] = searched(dense, splits, PruneConfig(target_macs=b, seed=args.seed), args)
     # the target: the MACs plan's latency as a fraction of the dense model's, both timed interleaved (medians of
     # several rounds). Not in milliseconds: this machine's speed drifted by up to 1.5x within minutes, so a time
     # taken now is not the tables' time; the fraction holds (the pruner takes it of the tables' dense latency).
@@ -80,12 +99,21 @@ def run_cell(name: str, budget: float, dense, splits, args) -> dict:
         cfg = PruneConfig(target_latency=fraction, target_latency_batch=args.batch, latency_allocation=alloc,
                           target_latency_threads=args.threads, seed=args.seed)  # fmt: skip
         lat_models[alloc], lat_infos[alloc] = searched(dense, splits, cfg, args)
-    timed = {"dense": dense, "macs": m_model, **{f"latency_{a}": m for a, m in lat_models.items()}}
+    timed = {"dense": dense, "macs": m_model, **{f"macs_{b}": m for b, (m, _) in side.items()},
+             **{f"latency_{a}": m for a, m in lat_models.items()}}  # fmt: skip
     rounds = {k: [] for k in timed}
     for _ in range(args.rounds):  # interleaved: a slow stretch of the machine hits every model alike
         for key, model in timed.items():
             rounds[key].append(time_ms(model, x, args.repeats))
     med = {k: statistics.median(v) for k, v in rounds.items()}
+    curves = {s: [(med["macs"], m_info[f"{s}_top1"]), *[(med[f"macs_{b}"], i[f"{s}_top1"])
+                                                         for b, (_, i) in side.items()]]
+              for s in ("val", "test")}  # fmt: skip
+
+    def equal(s: str, ms: float, top1: float):
+        ref = at_equal_latency(curves[s], ms)
+        return None if ref is None else round(top1 - ref, 3)
+
     return {
         "model": name,
         "budget": budget,
@@ -95,10 +123,14 @@ def run_cell(name: str, budget: float, dense, splits, args) -> dict:
         "tables_floor_fraction": round(floor, 4),
         "dense_ms": round(med["dense"], 3),
         "macs_plan": {**m_info, "measured_ms": round(med["macs"], 3)},
+        "macs_bracket": {str(b): {**i, "measured_ms": round(med[f"macs_{b}"], 3)} for b, (_, i) in side.items()},
         "latency_plans": {a: {**i, "measured_ms": round(med[f"latency_{a}"], 3),
                               "latency_ratio": round(med[f"latency_{a}"] / med["macs"], 4),
                               "val_gain": round(i["val_top1"] - m_info["val_top1"], 3),
-                              "test_gain": round(i["test_top1"] - m_info["test_top1"], 3)}
+                              "test_gain": round(i["test_top1"] - m_info["test_top1"], 3),
+                              # against the MACs plans' accuracy interpolated at this plan's measured time
+                              "val_gain_at_equal_latency": equal("val", med[f"latency_{a}"], i["val_top1"]),
+                              "test_gain_at_equal_latency": equal("test", med[f"latency_{a}"], i["test_top1"])}
                           for a, i in lat_infos.items()},  # fmt: skip
         "rounds": {k: [round(t, 3) for t in v] for k, v in rounds.items()},
     }
@@ -110,6 +142,9 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", type=float, nargs="+", default=[0.5])
     p.add_argument("--allocations", nargs="+", default=["macs", "tables"], choices=["macs", "tables"],
                    help="latency_allocation of the latency-target plans (each searched from the same seed)")
+    p.add_argument("--bracket", type=float, default=0.2,
+                   help="also search MACs plans at budget x (1 -/+ this), timed with the others, to compare each "
+                        "latency plan with the MACs plans' accuracy at its measured time (0: off)")
     p.add_argument("--search-epochs", type=float, default=0.35)
     p.add_argument("--batch", type=int, default=32, help="latency batch")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every timing and the latency target")
@@ -149,13 +184,16 @@ def main(argv=None) -> int:
             for a, lat in row["latency_plans"].items():
                 print(f"{name} @ {budget:.2f}: MACs plan {m['measured_ms']:.1f} ms val {m['val_top1']:.2f}%, latency "
                       f"plan ({a}) {lat['measured_ms']:.1f} ms val {lat['val_top1']:.2f}% "
-                      f"({lat['latency_ratio']:.3f}x the time)", flush=True)  # fmt: skip
+                      f"({lat['latency_ratio']:.3f}x the time; val gain at equal latency "
+                      f"{lat['val_gain_at_equal_latency']})", flush=True)  # fmt: skip
             atomic_write_json(path, {"runs": [*runs, {**this_run, "wall_s": round(time.time() - t0, 1)}], "rows": rows})
             flat = [{"model": r["model"], "budget": r["budget"], "allocation": a, "target_ms": r["target_ms"],
                      "dense_ms": r["dense_ms"],
                      **{f"macs_{f}": r["macs_plan"][f] for f in ("macs", "measured_ms", "val_top1", "test_top1")},
                      **{f"latency_{f}": lat[f] for f in ("macs", "measured_ms", "val_top1", "test_top1")},
-                     "latency_ratio": lat["latency_ratio"], "val_gain": lat["val_gain"], "test_gain": lat["test_gain"]}
+                     "latency_ratio": lat["latency_ratio"], "val_gain": lat["val_gain"], "test_gain": lat["test_gain"],
+                     "val_gain_at_equal_latency": lat["val_gain_at_equal_latency"],
+                     "test_gain_at_equal_latency": lat["test_gain_at_equal_latency"]}
                     for r in rows for a, lat in r["latency_plans"].items()]  # fmt: skip
             write_csv(out / "latency_vs_macs.csv", flat, ("model", "budget"))
     print(f"wrote {path} in {time.time() - t0:.0f} s")

@@ -328,6 +328,16 @@ def test_speed_benchmark_times_the_batches_policies_and_training_step_asked(tmp_
         assert "torch_b32" not in r and r["macs"] <= 0.5 * dense["macs"] + 1
 
 
+def test_latency_vs_macs_interpolates_the_macs_plans_accuracy_at_a_measured_time_and_never_extrapolates():
+    from benchmarks.latency_vs_macs import at_equal_latency
+
+    curve = [(30.0, 88.0), (20.0, 80.0), (25.0, 86.0)]  # (ms, top-1), any order
+    assert at_equal_latency(curve, 22.5) == pytest.approx(83.0)
+    assert at_equal_latency(curve, 27.0) == pytest.approx(86.8)
+    assert at_equal_latency(curve, 30.0) == pytest.approx(88.0)
+    assert at_equal_latency(curve, 19.9) is None and at_equal_latency(curve, 31.0) is None
+
+
 def test_latency_vs_macs_benchmark_searches_to_the_macs_plans_measured_fraction(tmp_path, monkeypatch):
     from benchmarks import latency_vs_macs
 
@@ -354,6 +364,15 @@ def test_latency_vs_macs_benchmark_searches_to_the_macs_plans_measured_fraction(
         assert len(row["rounds"]["macs"]) == len(row["rounds"][f"latency_{alloc}"]) == 2
         assert lat["latency_ratio"] == pytest.approx(lat["measured_ms"] / m["measured_ms"], rel=1e-3)
         assert lat["test_gain"] == pytest.approx(lat["test_top1"] - m["test_top1"], abs=1e-3)
+        curve = [(m["measured_ms"], m["val_top1"])] + [(b["measured_ms"], b["val_top1"])
+                                                       for b in row["macs_bracket"].values()]  # fmt: skip
+        ref = latency_vs_macs.at_equal_latency(curve, lat["measured_ms"])
+        assert lat["val_gain_at_equal_latency"] == (None if ref is None else pytest.approx(lat["val_top1"] - ref,
+                                                                                           abs=1e-3))  # fmt: skip
+    # the MACs plans around the budget (--bracket 0.2), each under its own MACs target
+    assert set(row["macs_bracket"]) == {"0.4", "0.6"}
+    for b, info in row["macs_bracket"].items():
+        assert info["macs"] <= float(b) * mhaprune_dense_macs("deit_micro") + 1 and len(row["rounds"][f"macs_{b}"]) == 2
     assert latency_vs_macs.main(argv) == 0  # finished cells are kept and skipped
     assert json.loads((out / "latency_vs_macs.json").read_text())["rows"] == [row]
 
