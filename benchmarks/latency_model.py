@@ -18,7 +18,8 @@ steps: latency depends on the widths, not on which channels are kept) under ``ta
 measured.
 Run it on a quiet machine: a busy one makes every measurement, the tables included, meaningless.
 
-Writes ``latency_model.json`` / ``.csv`` (machine, versions, git hash, command) to ``--out``.
+Writes ``latency_model.json`` (with every random plan's widths) / ``.csv`` (machine, versions, git hash, command)
+and each model's measured tables (``tables_<model>.json``, the cache file) to ``--out``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import copy
 import os
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -102,7 +104,10 @@ def run_model(name: str, args, rows: list[dict]) -> None:
                      "error_uncalibrated_vs_dense_beside": round((raw.total(widths) - rel) / rel, 4),
                      "predicted_ratio_ms": round(ratio_total(raw, widths), 3),
                      "error_ratio": round((ratio_total(raw, widths) - meas) / meas, 4),
-                     "error_ratio_vs_dense_beside": round((ratio_total(raw, widths) - rel) / rel, 4)})  # fmt: skip
+                     "error_ratio_vs_dense_beside": round((ratio_total(raw, widths) - rel) / rel, 4),
+                     "widths": widths})  # fmt: skip
+    # the measured tables themselves, so that another latency model can be scored on exactly these measurements
+    shutil.copyfile(raw.path, Path(args.out) / f"tables_{name}.json")
     for target in args.targets:
         cfg = PruneConfig(target_latency=target, target_latency_batch=args.batch, target_latency_threads=args.threads)
         work = copy.deepcopy(model)
@@ -168,7 +173,8 @@ def main(argv=None) -> int:
             result = {"meta": {**run_metadata(), "args": vars(args), "wall_s": round(time.time() - t0, 1)},
                       "summary": summarise(rows), "rows": rows}  # fmt: skip
             atomic_write_json(out / "latency_model.json", result)
-            write_csv(out / "latency_model.csv", rows, ("model", "kind", "plan", "target"))
+            flat = [{k: v for k, v in r.items() if k != "widths"} for r in rows]  # the widths: in the JSON
+            write_csv(out / "latency_model.csv", flat, ("model", "kind", "plan", "target"))
             print(summarise(rows)[-1], flush=True)
     return 0
 

@@ -396,7 +396,10 @@ def test_latency_model_benchmark_scores_random_plans_against_the_clock_and_besid
         assert r["error_vs_dense_beside"] == pytest.approx((r["predicted_ms"] - rel) / rel, abs=2e-3)
         meas = r["measured_ms"]
         assert r["error_ratio"] == pytest.approx((r["predicted_ratio_ms"] - meas) / meas, abs=2e-3)
+        assert set(r["widths"]) and all(1 <= w for ws in r["widths"].values() for w in ws.values())
         assert 0 < r["macs_kept"] < 1
+    tables = json.loads((out / "tables_deit_micro.json").read_text())  # the measurements the predictions used
+    assert tables["setting"]["batch"] == 2 and any(k.startswith("model:") for k in tables["entries"])
     (summary,) = res["summary"]
     assert summary["median_abs_error_vs_dense_beside"] == pytest.approx(
         statistics.median(abs(r["error_vs_dense_beside"]) for r in plans), abs=1e-4
