@@ -45,7 +45,7 @@ _logger = logging.getLogger(__name__)
 # predicted for a plan that ran at 22.7)
 CACHE_VERSION = 4
 # widths off a multiple of 8 run slower than the smooth table says (measured on deit_small's MLP, batch 32, AVX-512:
-# hidden 704 -> 37.6 ms, 700 -> 43.6, 703 -> 46.7; 768 -> 43.8, 767 -> 53.9): each group's factor per alignment
+# hidden 704 -> 37.6 ms, 700 -> 43.6, 703 -> 46.7; 768 -> 43.8, 767 -> 53.9): each group's penalty per alignment
 # class (the largest of 4 / 2 / 1 dividing the width) is measured at ALIGN_FRACTIONS of its width, off by 4 / 2 / 1
 ALIGN, ALIGN_CLASSES, ALIGN_FRACTIONS, ALIGN_MIN_WIDTH = 8, (4, 2, 1), (0.5, 0.75), 16
 # a misaligned width costs 0 to 50% more of its group's part (deit MLPs measured 0.1-0.3); a share outside that is
