@@ -45,6 +45,20 @@ def test_speed_benchmark_records_a_model_torch_pruning_cannot_prune(tmp_path, mo
     assert {r["method"] for r in rows} == {"dense", "floor", "ours", "torch-pruning"}
 
 
+def test_torch_pruning_prunes_a_frozen_model_too():
+    """A model frozen as a distillation teacher has no autograd graph for Torch-Pruning to trace; the baseline must
+    prune it all the same (it once kept every channel of such a model and failed to reach the budget)."""
+    from benchmarks.torch_pruning_baseline import tp_prune_to
+
+    model = mhaprune.create_model("deit_micro").eval()
+    x = torch.randn(2, *model.input_size)
+    dense = mhaprune.count_macs(model).total
+    live = tp_prune_to(model, 0.5, calib=x, iters=4)
+    frozen = tp_prune_to(model.requires_grad_(False), 0.5, calib=x, iters=4)
+    assert mhaprune.count_macs(frozen).total == mhaprune.count_macs(live).total <= 0.5 * dense
+    assert not any(p.requires_grad for p in model.parameters())  # the caller's model is left as it was
+
+
 def test_torch_pruning_breaks_flatten_as_documented():
     from benchmarks.torch_pruning_baseline import flatten_failure
 
