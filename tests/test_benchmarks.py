@@ -398,7 +398,8 @@ def test_latency_model_benchmark_scores_random_plans_against_the_clock_and_besid
 
     monkeypatch.setenv("MHAPRUNE_CACHE", str(tmp_path / "cache"))  # main() points it at its own folder: restored after
     out = tmp_path / "lm"
-    argv = ["--models", "deit_micro", "--plans", "3", "--targets", "0.9", "--batch", "2", "--threads", "1"]
+    # batch 8: at batch 2 the fixed costs make the fastest reachable model 40-70% of dense (noise), too near a target
+    argv = ["--models", "deit_micro", "--plans", "3", "--targets", "0.7", "--batch", "8", "--threads", "1"]
     assert latency_model.main([*argv, "--repeats", "2", "--out", str(out)]) == 0
     res = json.loads((out / "latency_model.json").read_text())
     dense = next(r for r in res["rows"] if r["kind"] == "dense")
@@ -413,14 +414,14 @@ def test_latency_model_benchmark_scores_random_plans_against_the_clock_and_besid
         assert set(r["widths"]) and all(1 <= w for ws in r["widths"].values() for w in ws.values())
         assert 0 < r["macs_kept"] < 1
     tables = json.loads((out / "tables_deit_micro.json").read_text())  # the measurements the predictions used
-    assert tables["setting"]["batch"] == 2 and any(k.startswith("model:") for k in tables["entries"])
+    assert tables["setting"]["batch"] == 8 and any(k.startswith("model:") for k in tables["entries"])
     (summary,) = res["summary"]
     assert summary["median_abs_error_vs_dense_beside"] == pytest.approx(
         statistics.median(abs(r["error_vs_dense_beside"]) for r in plans), abs=1e-4
     )
     # the target row is judged beside the dense model too, and keeps the feedback's record of how it got there
     (target,) = [r for r in res["rows"] if r["kind"] == "target"]
-    assert target["target_ms"] == pytest.approx(0.9 * dense["predicted_ms"], rel=1e-3)
+    assert target["target_ms"] == pytest.approx(0.7 * dense["predicted_ms"], rel=1e-3)
     rel = target["measured_on_tables_scale_ms"]
     assert target["measured_vs_target_beside_dense"] == pytest.approx(rel / target["target_ms"], abs=2e-3)
     fb = target["feedback"]
