@@ -8,9 +8,9 @@ fp32; measured fresh into ``--cache``; as the library uses them (uncalibrated, t
 beside them), then
 ``--plans`` random plans — every prunable group of every layer at its own random width per head, uniform in
 [1, full] — each predicted by the tables and measured (median of ``--repeats`` forwards of the sliced model),
-interleaved with the dense model (dense, plan, dense): ``error`` compares the prediction with the plan's own time,
-``error_vs_dense_beside`` with the plan's time scaled by the tables' dense time over the dense time measured beside
-it (the measured fraction of dense: what the feedback of a latency target uses, and what survives a machine whose
+interleaved with the dense model (one forward each in turn): ``error`` compares the prediction with the plan's own
+time, ``error_vs_dense_beside`` with the plan's time scaled by the tables' dense time over the dense time measured
+beside it (the measured fraction of dense: what the feedback of a latency target uses, and what survives a machine whose
 speed drifts between the tables and the check); ``error_ratio`` is the uncalibrated prediction made as the tables
 of cache version 3 made it (the alignment ratio a factor on the whole layer), from the same tables. Then, per
 target in ``--targets`` (fractions of the dense latency), ours' plan from its initialised indicators (no search
@@ -97,7 +97,7 @@ def run_model(name: str, args, rows: list[dict]) -> None:
         plan = plan_from_rankings(model, macs, scores, widths, None)
         pruned = apply_plan(copy.deepcopy(model), plan)
         pred = cost.total(widths)
-        meas, dense_ms = cost.time_beside_dense(pruned)  # dense, plan, dense: the ratio survives a drifting clock
+        meas, dense_ms = cost.time_beside_dense(pruned)  # forward by forward in turn: survives drift
         rel = meas * cost.dense_total / dense_ms  # the measured fraction of dense, on the tables' scale
         kept = round(plan.pruned_macs / plan.dense_macs, 4)
         ratio = ratio_total(raw, widths)  # the version-3 prediction, for the comparison

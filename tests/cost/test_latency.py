@@ -30,7 +30,14 @@ def timed(monkeypatch):
         calls.append(1)
         return real(fn, device, repeats=2, warmup=1)
 
+    real_interleaved = lat.time_interleaved
+
+    def counting_interleaved(fns, device="cpu", rounds=15, warmup=2, warm=()):
+        calls.append(1)
+        return real_interleaved(fns, device, rounds=2, warmup=1, warm=warm)
+
     monkeypatch.setattr(lat, "time_call", counting)
+    monkeypatch.setattr(lat, "time_interleaved", counting_interleaved)
     monkeypatch.setattr(lat, "BUSY_FACTOR", float("inf"))  # counts stay exact: no entry is measured again
     return calls
 
@@ -58,7 +65,7 @@ def test_tables_are_measured_once_and_cached(cache, timed):
     a = lat.LatencyCost(model, x, batch=4, threads=1)
     n = len(timed)
     # one attention table (6x6), one MLP table (6), the alignment factors (3 classes x 2 widths for each of Q/K, V
-    # and the hidden group), the dense model: repeated blocks share
+    # and the hidden group), the reference (the dense model and the layers in turn): repeated blocks share
     assert n == 36 + 6 + ALIGNED + 1
     files = list(cache.iterdir())
     assert len(files) == 1 and not [f for f in cache.iterdir() if f.name.startswith(".")]  # no temp file left
@@ -277,7 +284,12 @@ def _scripted(monkeypatch, slow):
         calls.append(1)
         return 100.0 if len(calls) in slow else 1.0
 
+    def fake_interleaved(fns, device="cpu", rounds=15, warmup=2, warm=()):
+        calls.append(1)
+        return [[1.0] * rounds for _ in fns]  # the dense model and every layer at 1 ms
+
     monkeypatch.setattr(lat, "time_call", fake)
+    monkeypatch.setattr(lat, "time_interleaved", fake_interleaved)
     return calls
 
 
@@ -330,3 +342,44 @@ def test_an_alignment_penalty_charges_its_own_group_not_the_whole_layer():
         assert float(layer.part({"qk": w_qk, "v": 23}, "v")) == pytest.approx(22.0)
         assert float(layer.table({"qk": w_qk, "v": 23})) == pytest.approx(2 * w_qk + 23 + 0.5 * 22), w_qk
         assert float(layer.table({"qk": w_qk, "v": 24})) == pytest.approx(2 * w_qk + 24), w_qk
+
+
+def test_time_interleaved_runs_the_calls_in_turn():
+    order = []
+    times = lat.time_interleaved([lambda: order.append("a"), lambda: order.append("b")], rounds=3, warmup=1, warm={1})
+    assert order == ["a", "b"] + ["a", "b", "b"] * 3  # one warm-up round, then b after an untimed call of its own
+    assert [len(t) for t in times] == [3, 3] and all(v >= 0 for t in times for v in t)
+
+
+def test_beside_dense_takes_the_ratio_within_rounds(cache, monkeypatch):
+    """The machine slows 2x halfway through (a drifting host): the plan's time over the dense forwards around each
+    of its own stays 0.5, which block timings (dense, then the plan, then dense) would not give."""
+    model, x = _model()
+    cost = lat.LatencyCost(model, x, batch=4, threads=1, repeats=4)
+    clock = [10.0, 5.0, 10.0, 5.0, 20.0, 10.0, 20.0, 10.0]  # dense, plan, dense, plan, ... (slower from round 3)
+    monkeypatch.setattr(lat, "time_interleaved", lambda fns, device, rounds: [clock[0::2], clock[1::2]])
+    ms, dense_ms = cost.time_beside_dense(copy.deepcopy(model))
+    # the plan's forwards 5, 5, 10, 10 (median 7.5) over the dense forwards around them: 10, 15, 20, 20 -> ratios
+    # 0.5, 1/3, 0.5, 0.5 (median 0.5)
+    assert ms == pytest.approx(7.5) and ms / dense_ms == pytest.approx(0.5)
+
+
+def test_the_reference_sets_the_constant_and_rescales_each_table(cache, monkeypatch):
+    """Tables measured while the machine ran 2x slower than when the dense model was timed: the reference (the
+    dense model and each layer at full width, timed in turn) puts them on the dense model's clock."""
+    model, x = _model()
+    calls = _scripted(monkeypatch, slow=set())  # every table entry 1 ms (the slow clock)
+
+    def reference(fns, device="cpu", rounds=15, warmup=2, warm=()):
+        calls.append(1)
+        assert set(warm) == set(range(1, len(fns)))  # each layer timed right after an untimed call of its own
+        return [[20.0] * rounds] + [[0.5] * rounds for _ in fns[1:]]  # dense 20 ms, every layer 0.5 ms
+
+    monkeypatch.setattr(lat, "time_interleaved", reference)
+    cost = lat.LatencyCost(model, x, batch=4, threads=1)
+    assert cost.dense_total == 20.0 and all(lc.full == 0.5 for lc in cost.layers)
+    assert all(float(lc.values.max()) == 0.5 for lc in cost.layers)  # every entry of 1 ms scaled to the reference
+    assert cost.const == pytest.approx(20.0 - 0.5 * len(cost.layers)) and cost.total({}) == pytest.approx(20.0)
+    n = len(calls)
+    again = lat.LatencyCost(model, x, batch=4, threads=1)  # cached: the reference too
+    assert len(calls) == n and again.const == pytest.approx(cost.const)

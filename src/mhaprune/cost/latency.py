@@ -10,7 +10,10 @@ of the layer's latency that depends on that group (the layer at that width minus
 channel per head), and is added for such widths off the grid: the matmuls over that group's channels slow down, not
 the rest of the layer (soft widths in the search use the smooth table).
 The rest of the model is one constant: the measured latency of the dense model minus its layers' table values. A
-model's predicted latency is ``const + Σ layer(widths)`` (NViT and Kwon et al. budget latency this way).
+model's predicted latency is ``const + Σ layer(widths)`` (NViT and Kwon et al. budget latency this way). The dense
+model and every layer at full width are timed in turn, round after round (the reference), so that the constant and
+each table's scale (its values times the layer's reference time over its own full-width value) come from one
+stretch of a clock that drifts on shared hosts, not from moments minutes apart.
 
 Tables are cached as JSON under ``$MHAPRUNE_CACHE`` (default ``~/.cache/mhaprune``)/``latency/``, one file per device
 setting (the device's name, CPU threads, torch version, dtype, batch), each entry keyed by the layer's signature
@@ -26,6 +29,7 @@ import itertools
 import json
 import logging
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +47,8 @@ _logger = logging.getLogger(__name__)
 # 2: the calibration stores fractions of dense; 3: the tables' alignment factors; 4: alignment penalties as shares
 # of the group's part of the layer (a factor on the whole layer over-charged narrow plans: deit_micro, 28.0 ms
 # predicted for a plan that ran at 22.7)
-CACHE_VERSION = 4
+# 5: the dense model timed in turn with every layer at full width (the constant, and each table's scale)
+CACHE_VERSION = 5
 # widths off a multiple of 8 run slower than the smooth table says (measured on deit_small's MLP, batch 32, AVX-512:
 # hidden 704 -> 37.6 ms, 700 -> 43.6, 703 -> 46.7; 768 -> 43.8, 767 -> 53.9): each group's penalty per alignment
 # class (the largest of 4 / 2 / 1 dividing the width) is measured at ALIGN_FRACTIONS of its width, off by 4 / 2 / 1
@@ -112,6 +117,29 @@ def time_call(fn, device="cpu", repeats: int = 15, warmup: int = 3) -> float:
     return 1e3 * sorted(times)[len(times) // 2]
 
 
+@torch.no_grad()
+def time_interleaved(fns, device="cpu", rounds: int = 15, warmup: int = 2, warm=()) -> list[list[float]]:
+    """Milliseconds of every call of ``fns`` in turn, ``rounds`` times (``[fn][round]``), after ``warmup`` rounds:
+    the calls of one round run within seconds of each other, so comparisons within a round survive a machine whose
+    speed drifts over minutes (a shared host: here by ±13% within a run). ``warm``: the indices of the functions
+    timed right after an untimed call of their own (a small module's caches as its table measured it)."""
+    dev = torch.device(device)
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, (fn, row) in enumerate(zip(fns, times)):
+            if i in warm:
+                fn()
+            _sync(dev)
+            t = time.perf_counter()
+            fn()
+            _sync(dev)
+            row.append(1e3 * (time.perf_counter() - t))
+    return times
+
+
 def grid_widths(full: int) -> list[int]:
     return sorted({1, *(max(1, round(f * full)) for f in GRID)})
 
@@ -166,6 +194,13 @@ class LayerLatency:
         self.align_share = align_share or {}  # group -> {alignment class: penalty / the group's part of the layer}
         self.scale = 1.0  # the in-place calibration of the table's savings (LatencyCost sets it)
         self.full = float(values.flatten()[-1]) if values.numel() else 0.0  # every group at full width
+
+    def rescale(self, full_ms: float) -> None:
+        """Put the table on another stretch of the machine's clock: every value times ``full_ms`` over the table's
+        full-width value (the alignment penalties are shares, unchanged)."""
+        if self.full > 0:
+            self.values = self.values * (full_ms / self.full)
+            self.full = float(full_ms)
 
     def smooth(self, per_head: dict[str, float]):
         """The isolated module's latency interpolated between the grid widths (1 and fractions of the width:
@@ -339,18 +374,19 @@ class LatencyCost:
                                             entry.get("align_share")))  # fmt: skip
         whole = [type(model).__qualname__, getattr(model, "arch_name", None), sigs, _shapes(x)]
         dense_key = "model:" + hashlib.sha1(json.dumps(whole).encode()).hexdigest()
-        dense = (stored.get(dense_key) or {}).get("ms")
-        if dense is None:
-            dense = time_call(lambda: call_model(model, x), self.device, self.repeats)
-            new[dense_key] = {"ms": dense}
-        self.dense_total = float(dense)  # measured (or cached): the budget's "dense" value
+        ref = stored.get(dense_key)
+        if ref is None or len(ref.get("layers", ())) != len(self.layers):
+            ref = new[dense_key] = self._reference(model, x, inputs)
+        for lc, ms in zip(self.layers, ref["layers"]):
+            lc.rescale(ms)  # each table on the reference's clock
+        self.dense_total = float(ref["ms"])  # measured (or cached): the budget's "dense" value
         self.const = self.dense_total - sum(lc.full for lc in self.layers)
         self.scales: dict[str, float] = {}
         if calibrate and self.layers:
             calib_key = "calibration:" + dense_key.removeprefix("model:")
             entry = stored.get(calib_key)
             if entry is None:
-                # each plan timed beside the dense model (dense, plan, dense): its fraction of dense holds where
+                # each plan timed beside the dense model (one forward each in turn): its fraction of dense holds where
                 # the machine's speed drifts between the tables and the calibration (here by up to 1.5x in minutes)
                 fractions = []
                 for m in self._calibration_models(model):
@@ -367,6 +403,20 @@ class LatencyCost:
         _logger.info("latency tables: %d layer(s), %d measured, dense %.2f ms (batch %d, %d threads, %s), "
                      "in-place scales %s", len(self.layers), len(new), self.dense_total, self.setting.batch,
                      self.setting.threads, self.setting.device_name, self.scales)  # fmt: skip
+
+    def _reference(self, model: nn.Module, x, inputs: dict) -> dict:
+        """The dense model and every layer at full width timed in turn, ``repeats`` rounds (:func:`time_interleaved`;
+        each layer right after an untimed call of its own, as its table was measured): ``{"ms": dense, "layers":
+        [each layer]}``, medians over the rounds. The constant (dense minus the layers) and each table's scale come
+        from one stretch of the machine's clock: with the dense model timed alone, minutes from the tables, the
+        constant of deit_small came out 242 / 232 / 517 ms in three builds in a row (11-22% of dense)."""
+        modules = dict(model.named_modules())
+        fns = [lambda: call_model(model, x)]
+        for lc in self.layers:
+            args, kwargs = inputs[lc.path]
+            fns.append(lambda m=modules[lc.path], a=args, k=kwargs: m(*a, **k))
+        times = time_interleaved(fns, self.device, self.repeats, warm=range(1, len(fns)))
+        return {"ms": statistics.median(times[0]), "layers": [statistics.median(t) for t in times[1:]]}
 
     def _plan_widths(self, lc: LayerLatency, fractions: dict[str, float]) -> dict[str, int]:
         f = fractions.get(lc.adapter.kind)
@@ -470,11 +520,22 @@ class LatencyCost:
             torch.set_num_threads(old)
 
     def time_beside_dense(self, model: nn.Module) -> tuple[float, float]:
-        """``(model's ms, dense model's ms)`` measured interleaved (dense, model, dense; the dense the mean of its
-        two): their ratio holds where the machine's speed drifts (here by up to 1.5x within minutes)."""
-        before = self.time(self.dense_model)
-        ms = self.time(model)
-        return ms, (before + self.time(self.dense_model)) / 2
+        """``(model's ms, dense model's ms beside it)``: the two run in turn, one forward each, ``repeats`` rounds
+        (:func:`time_interleaved`); the model's ms is the median of its forwards, the dense model's that over the
+        median ratio of each of the model's forwards to the dense forwards just before and after it. The ratio
+        holds where the machine's speed drifts (here by up to 1.5x within minutes, and in bursts of seconds, which
+        timing each model in a block of its own left in)."""
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.setting.threads)
+        try:
+            dense, model = self.dense_model, model.eval().to(self.device, self.dtype)
+            d, m = time_interleaved([lambda: call_model(dense, self._x), lambda: call_model(model, self._x)],
+                                    self.device, self.repeats)  # fmt: skip
+        finally:
+            torch.set_num_threads(old)
+        around = [(d[i] + d[i + 1]) / 2 for i in range(len(d) - 1)] + [d[-1]]
+        ms = statistics.median(m)
+        return ms, ms / statistics.median([a / b for a, b in zip(m, around)])
 
     def total(self, per_head: dict[str, dict[str, int]]) -> float:
         return float(self.const + sum(float(lc.latency(per_head.get(lc.path, {}))) for lc in self.layers))
