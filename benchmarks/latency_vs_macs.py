@@ -5,20 +5,21 @@ latency target? (Issue 22's fourth acceptance line, on the micro models with the
     python -m benchmarks.latency_vs_macs --models deit_micro --budgets 0.5 0.25
 
 Per model and MACs budget ``B``: ours (the defaults, ``--search-epochs`` of search with KD from the dense model, no
-fine-tune) under ``target_macs=B`` gives model M; M is timed ``--rounds`` times (median; batch ``--batch``,
-``--threads`` CPU threads, fp32, eager) beside the dense model; ours again under ``target_latency`` = M's measured
-latency as a fraction of the dense model's (same batch and threads), once per ``--allocations`` entry
-(``latency_allocation``: ``macs``, the default, and ``tables``), gives the models L.
-With ``--bracket`` d, ours also runs under ``target_macs`` = B × (1 − d) and B × (1 + d). At the end the MACs plans
-and the Ls are timed again side by side, interleaved over ``--rounds`` rounds (medians), so the latencies compared
-come from one stretch of the machine; ``*_gain_at_equal_latency`` compares each L with the MACs plans' accuracy
-interpolated (piecewise linear) at L's measured time (``None`` where L falls outside the MACs plans' times): a
-comparison at equal measured latency even where L misses its target. Accuracy: top-1 on the 5,000-image validation split
-held out of the training images (what a decision may use) and on the test split (what is reported).
+fine-tune) under ``target_macs=B`` gives model M; M is timed beside the dense model as the latency feedback times a
+plan (``LatencyCost.time_beside_dense``: one forward of each in turn, the median ratio; batch ``--batch``,
+``--threads`` CPU threads, fp32, eager); ours again under ``target_latency`` = M's measured latency as a fraction of
+the dense model's (same batch and threads), once per ``--allocations`` entry (``latency_allocation``: ``macs`` and
+``tables``), gives the models L. With ``--bracket`` d, ours also runs under ``target_macs`` = B × (1 − d) and
+B × (1 + d). At the end the dense model, the MACs plans and the Ls are timed side by side, one forward of each in
+turn over ``--rounds`` × ``--repeats`` rounds (medians), so the latencies compared come from one stretch of the
+machine; ``*_gain_at_equal_latency`` compares each L with the MACs plans' accuracy interpolated (piecewise linear)
+at L's measured time (``None`` where L falls outside the MACs plans' times): a comparison at equal measured latency
+even where L misses its target. Accuracy: top-1 on the 5,000-image validation split held out of the training images
+(what a decision may use) and on the test split (what is reported). ``--seed`` seeds every search of a cell.
 Run it on a quiet machine: the latency target is measured.
 
 Writes ``latency_vs_macs.json`` / ``.csv`` (machine, versions, git hash, command) to ``--out``; finished (model,
-budget) cells already there are kept and skipped.
+budget, seed) cells already there are kept and skipped.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from pathlib import Path
 import torch
 
 import mhaprune
+from mhaprune.cost.latency import time_interleaved
 from mhaprune.data import build_data
-from mhaprune.pipeline import measure_latency, prune
+from mhaprune.pipeline import prune
 from mhaprune.pruning import PruneConfig
 from mhaprune.pruning.pruner import latency_budget
 from mhaprune.train import evaluate
@@ -43,10 +45,6 @@ from mhaprune.utils import atomic_write_json, run_metadata, seed_all
 from ._io import first_n, recipe, write_csv
 
 REACHABLE_MARGIN = 1.05  # a target this far above the tables' fastest reachable model, where the measured one is below
-
-
-def time_ms(model, x, repeats: int) -> float:
-    return 1e3 * measure_latency(model, tuple(x.shape[1:]), batch=len(x), repeats=repeats, warmup=2)
 
 
 def searched(dense, splits, cfg: PruneConfig, args) -> tuple[torch.nn.Module, dict]:
@@ -73,6 +71,11 @@ def at_equal_latency(curve: list[tuple[float, float]], ms: float) -> float | Non
     return None
 
 
+def done(rows: list[dict], name: str, budget: float, seed: int) -> bool:
+    """Whether the (model, budget, seed) cell is among ``rows`` (rows written before seeds were recorded: seed 0)."""
+    return any(r["model"] == name and r["budget"] == budget and r.get("seed", 0) == seed for r in rows)
+
+
 def run_cell(name: str, budget: float, dense, splits, args) -> dict:
     x = torch.randn(args.batch, *dense.input_size)
     m_model, m_info = searched(dense, splits, PruneConfig(target_macs=budget, seed=args.seed), args)
@@ -82,16 +85,16 @@ def run_cell(name: str, budget: float, dense, splits, args) -> dict:
     for b in sorted({round(budget * (1 - args.bracket), 4), round(min(0.99, budget * (1 + args.bracket)), 4)}):
         if args.bracket > 0 and b != budget:
             side[b] = searched(dense, splits, PruneConfig(target_macs=b, seed=args.seed), args)
-    # the target: the MACs plan's latency as a fraction of the dense model's, both timed interleaved (medians of
-    # several rounds). Not in milliseconds: this machine's speed drifted by up to 1.5x within minutes, so a time
-    # taken now is not the tables' time; the fraction holds (the pruner takes it of the tables' dense latency).
-    pairs = [(time_ms(dense, x, args.repeats), time_ms(m_model, x, args.repeats)) for _ in range(args.rounds)]
-    target_ms = statistics.median(m for _, m in pairs)
-    measured_fraction = statistics.median(m / d for d, m in pairs)
-    # where the tables cannot reach that fraction (small batches: fixed costs dominate; busy tables), the nearest
-    # reachable target is used and the row says so: the two plans are then not at equal latency
+    # the target: the MACs plan's latency as a fraction of the dense model's, timed as the latency feedback times a
+    # plan (LatencyCost.time_beside_dense: one forward of each in turn, the median ratio). Not in milliseconds: this
+    # machine's speed drifted by up to 1.5x within minutes, so a time taken now is not the tables' time; the
+    # fraction holds (the pruner takes it of the tables' dense latency).
     probe = PruneConfig(target_latency=0.99, target_latency_batch=args.batch, target_latency_threads=args.threads)
     tables, _ = latency_budget(dense, x[:2], probe)
+    target_ms, dense_beside = tables.time_beside_dense(copy.deepcopy(m_model))
+    measured_fraction = target_ms / dense_beside
+    # where the tables cannot reach that fraction (small batches: fixed costs dominate; busy tables), the nearest
+    # reachable target is used and the row says so: the two plans are then not at equal latency
     floor = tables.min_total(probe.groups(), probe.min_per_head) / tables.dense_total
     fraction = max(measured_fraction, REACHABLE_MARGIN * floor)
     lat_models, lat_infos = {}, {}
@@ -101,10 +104,9 @@ def run_cell(name: str, budget: float, dense, splits, args) -> dict:
         lat_models[alloc], lat_infos[alloc] = searched(dense, splits, cfg, args)
     timed = {"dense": dense, "macs": m_model, **{f"macs_{b}": m for b, (m, _) in side.items()},
              **{f"latency_{a}": m for a, m in lat_models.items()}}  # fmt: skip
-    rounds = {k: [] for k in timed}
-    for _ in range(args.rounds):  # interleaved: a slow stretch of the machine hits every model alike
-        for key, model in timed.items():
-            rounds[key].append(time_ms(model, x, args.repeats))
+    # one forward of each model in turn, round after round: a slow stretch of the machine hits every model alike
+    fns = [lambda m=m: m(x) for m in timed.values()]
+    rounds = dict(zip(timed, time_interleaved(fns, args.device, args.rounds * args.repeats, warmup=2)))
     med = {k: statistics.median(v) for k, v in rounds.items()}
     curves = {s: [(med["macs"], m_info[f"{s}_top1"]), *[(med[f"macs_{b}"], i[f"{s}_top1"])
                                                          for b, (_, i) in side.items()]]
@@ -117,6 +119,7 @@ def run_cell(name: str, budget: float, dense, splits, args) -> dict:
     return {
         "model": name,
         "budget": budget,
+        "seed": args.seed,
         "target_ms": round(target_ms, 3),
         "target_fraction": round(fraction, 4),
         "measured_fraction": round(measured_fraction, 4),
@@ -148,8 +151,8 @@ def main(argv=None) -> int:
     p.add_argument("--search-epochs", type=float, default=0.35)
     p.add_argument("--batch", type=int, default=32, help="latency batch")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every timing and the latency target")
-    p.add_argument("--repeats", type=int, default=15, help="forwards per timing (median)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds at the end")
+    p.add_argument("--repeats", type=int, default=15, help="forwards of each model per round at the end")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of the interleaved timing at the end")
     p.add_argument("--batch-size", type=int, help="search batch (default: configs/benchmark-stage.yaml)")
     p.add_argument("--lr", type=float, help="default: configs/benchmark-stage.yaml")
     p.add_argument("--seed", type=int, default=0)
@@ -175,8 +178,8 @@ def main(argv=None) -> int:
         ):
             first_n(ds, n)
         for budget in args.budgets:
-            if any(r["model"] == name and r["budget"] == budget for r in rows):
-                print(f"{name} @ {budget:.2f}: already in {path}, skipped")
+            if done(rows, name, budget, args.seed):
+                print(f"{name} @ {budget:.2f}, seed {args.seed}: already in {path}, skipped")
                 continue
             row = run_cell(name, budget, dense, splits, args)
             rows.append(row)
@@ -187,15 +190,15 @@ def main(argv=None) -> int:
                       f"({lat['latency_ratio']:.3f}x the time; val gain at equal latency "
                       f"{lat['val_gain_at_equal_latency']})", flush=True)  # fmt: skip
             atomic_write_json(path, {"runs": [*runs, {**this_run, "wall_s": round(time.time() - t0, 1)}], "rows": rows})
-            flat = [{"model": r["model"], "budget": r["budget"], "allocation": a, "target_ms": r["target_ms"],
-                     "dense_ms": r["dense_ms"],
+            flat = [{"model": r["model"], "budget": r["budget"], "seed": r.get("seed", 0), "allocation": a,
+                     "target_ms": r["target_ms"], "dense_ms": r["dense_ms"],
                      **{f"macs_{f}": r["macs_plan"][f] for f in ("macs", "measured_ms", "val_top1", "test_top1")},
                      **{f"latency_{f}": lat[f] for f in ("macs", "measured_ms", "val_top1", "test_top1")},
                      "latency_ratio": lat["latency_ratio"], "val_gain": lat["val_gain"], "test_gain": lat["test_gain"],
                      "val_gain_at_equal_latency": lat["val_gain_at_equal_latency"],
                      "test_gain_at_equal_latency": lat["test_gain_at_equal_latency"]}
                     for r in rows for a, lat in r["latency_plans"].items()]  # fmt: skip
-            write_csv(out / "latency_vs_macs.csv", flat, ("model", "budget"))
+            write_csv(out / "latency_vs_macs.csv", flat, ("model", "budget", "seed"))
     print(f"wrote {path} in {time.time() - t0:.0f} s")
     return 0
 

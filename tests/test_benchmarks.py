@@ -352,6 +352,15 @@ def test_latency_vs_macs_interpolates_the_macs_plans_accuracy_at_a_measured_time
     assert at_equal_latency(curve, 19.9) is None and at_equal_latency(curve, 31.0) is None
 
 
+def test_latency_vs_macs_resumes_by_model_budget_and_seed():
+    from benchmarks.latency_vs_macs import done
+
+    rows = [{"model": "deit_micro", "budget": 0.5}, {"model": "deit_micro", "budget": 0.5, "seed": 1}]
+    assert done(rows, "deit_micro", 0.5, 0) and done(rows, "deit_micro", 0.5, 1)  # no seed recorded: seed 0
+    assert not done(rows, "deit_micro", 0.5, 2) and not done(rows, "deit_micro", 0.25, 0)
+    assert not done(rows, "flatten_swin_micro", 0.5, 0)
+
+
 def test_latency_vs_macs_benchmark_searches_to_the_macs_plans_measured_fraction(tmp_path, monkeypatch):
     from benchmarks import latency_vs_macs
 
@@ -362,6 +371,7 @@ def test_latency_vs_macs_benchmark_searches_to_the_macs_plans_measured_fraction(
             "--out", str(out)]  # fmt: skip
     assert latency_vs_macs.main(argv) == 0
     (row,) = json.loads((out / "latency_vs_macs.json").read_text())["rows"]
+    assert row["seed"] == 0
     m = row["macs_plan"]
     assert m["macs"] <= 0.5 * mhaprune_dense_macs("deit_micro") + 1
     assert m["latency_meta"] is None and set(row["latency_plans"]) == {"macs", "tables"}
@@ -375,7 +385,8 @@ def test_latency_vs_macs_benchmark_searches_to_the_macs_plans_measured_fraction(
         assert row["target_fraction"] == pytest.approx(max(row["measured_fraction"], reachable), abs=1e-4)
         assert meta["target_ms"] == pytest.approx(row["target_fraction"] * meta["dense_ms"], rel=1e-3)
         assert len(meta["clock"]) == len(meta["feedback_ms"]) >= 1  # each plan timed beside the dense model
-        assert len(row["rounds"]["macs"]) == len(row["rounds"][f"latency_{alloc}"]) == 2
+        # one forward of each in turn, rounds x repeats times
+        assert len(row["rounds"]["macs"]) == len(row["rounds"][f"latency_{alloc}"]) == 2 * 3
         assert lat["latency_ratio"] == pytest.approx(lat["measured_ms"] / m["measured_ms"], rel=1e-3)
         assert lat["test_gain"] == pytest.approx(lat["test_top1"] - m["test_top1"], abs=1e-3)
         curve = [(m["measured_ms"], m["val_top1"])] + [(b["measured_ms"], b["val_top1"])
