@@ -52,7 +52,7 @@ def _model():
 
 def _reachable_target(model, x, margin):
     """60% of the dense latency, or ``margin`` x the fastest reachable where noisy tables put that higher."""
-    cost = lat.LatencyCost(model, x, batch=4, threads=1)  # measured once here, cached for the pruner
+    cost = lat.LatencyCost(model, x, batch=4, threads=1, calibrate=True)  # as the pruner builds it (cached)
     floor = cost.min_total({"qk", "v", "hidden"})
     target = max(0.6 * cost.dense_total, margin * floor)
     if target >= 0.9 * cost.dense_total:
@@ -383,3 +383,13 @@ def test_the_reference_sets_the_constant_and_rescales_each_table(cache, monkeypa
     n = len(calls)
     again = lat.LatencyCost(model, x, batch=4, threads=1)  # cached: the reference too
     assert len(calls) == n and again.const == pytest.approx(cost.const)
+
+
+@pytest.mark.parametrize("calibration", [True, False])
+def test_the_latency_target_is_calibrated_by_default(cache, timed, calibration):
+    model, x = _model()
+    cfg = PruneConfig(target_latency=0.99, target_latency_batch=4, target_latency_threads=1,
+                      **({} if calibration else {"latency_calibration": False}))  # fmt: skip
+    pruner = Pruner(model, cfg, x)
+    assert bool(pruner.latency.scales) == calibration  # the savings scaled in place, or the tables as measured
+    assert pruner.latency.total({}) == pytest.approx(pruner.latency.dense_total)  # dense widths: dense, either way

@@ -666,7 +666,8 @@ def latency_budget(model: nn.Module, example_inputs, cfg: PruneConfig, macs_cost
     param = next(model.parameters(), None)
     device = device or (param.device if param is not None else "cpu")
     budget = LatencyCost(model, example_inputs, groups, batch=cfg.target_latency_batch, device=device,
-                         threads=cfg.target_latency_threads, macs_cost=macs_cost)  # fmt: skip
+                         threads=cfg.target_latency_threads, macs_cost=macs_cost,
+                         calibrate=cfg.latency_calibration)  # fmt: skip
     ms, dense = parse_latency(cfg.target_latency, budget.dense_total), budget.dense_total
     if budget.const < 0:
         _logger.warning(
