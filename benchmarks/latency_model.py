@@ -4,8 +4,8 @@
     python -m benchmarks.latency_model --models deit_micro --plans 5 --targets 0.7   # a quick check
 
 For each model: the per-layer tables of ``mhaprune.cost.latency`` (batch ``--batch``, ``--threads`` CPU threads,
-fp32; measured fresh into ``--cache``; as the library uses them (uncalibrated, the default) and calibrated in place
-beside them), then
+fp32; measured fresh into ``--cache``; uncalibrated, and calibrated in place as a latency target uses them by default
+since ``PruneConfig.latency_calibration``), then
 ``--plans`` random plans — every prunable group of every layer at its own random width per head, uniform in
 [1, full] — each predicted by the tables and measured (median of ``--repeats`` forwards of the sliced model),
 interleaved with the dense model (one forward each in turn): ``error`` compares the prediction with the plan's own
@@ -80,10 +80,10 @@ def run_model(name: str, args, rows: list[dict]) -> None:
     model = mhaprune.create_model(name).eval()
     x = torch.randn(args.batch, *model.input_size)
     t0 = time.time()
-    raw = LatencyCost(model, x[:1], batch=args.batch, threads=args.threads, repeats=args.repeats)  # the default
+    raw = LatencyCost(model, x[:1], batch=args.batch, threads=args.threads, repeats=args.repeats)  # uncalibrated
     table_s = round(time.time() - t0, 1)
     cost = LatencyCost(model, x[:1], batch=args.batch, threads=args.threads, repeats=args.repeats,
-                       calibrate=True)  # the same tables (cached), calibrated in place  # fmt: skip
+                       calibrate=True)  # the same tables (cached), calibrated: the default  # fmt: skip
     dense_again = measured_ms(model, x, args)
     rows.append({"model": name, "kind": "dense", "predicted_ms": round(cost.dense_total, 3),
                  "measured_ms": round(dense_again, 3), "tables_s": table_s, "scales": cost.scales})  # fmt: skip
@@ -101,7 +101,7 @@ def run_model(name: str, args, rows: list[dict]) -> None:
         rel = meas * cost.dense_total / dense_ms  # the measured fraction of dense, on the tables' scale
         kept = round(plan.pruned_macs / plan.dense_macs, 4)
         ratio = ratio_total(raw, widths)  # the version-3 prediction, for the comparison
-        unc = raw.total(widths)  # the default (uncalibrated) tables' prediction
+        unc = raw.total(widths)  # the uncalibrated tables' prediction
         rows.append({"model": name, "kind": "random", "plan": i, "macs_kept": kept, "predicted_ms": round(pred, 3),
                      "measured_ms": round(meas, 3), "error": round((pred - meas) / meas, 4),
                      "dense_beside_ms": round(dense_ms, 3), "measured_on_tables_scale_ms": round(rel, 3),

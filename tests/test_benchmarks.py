@@ -457,3 +457,19 @@ def test_latency_model_benchmark_keeps_the_version_3_prediction_for_comparison()
     assert latency_model.ratio_total(cost, {path: {"hidden": 23}}) == pytest.approx(5 + 23 * 1.2)
     assert latency_model.ratio_total(cost, {path: {"hidden": 24}}) == pytest.approx(5 + 24)
     assert float(layer.table({"hidden": 23})) == pytest.approx(23 + 0.3 * 22)  # the tables' own penalty
+
+
+def test_latency_rescore_reproducibility_compares_the_same_plans_only():
+    from benchmarks.latency_rescore import reproducibility
+
+    w = [{"blocks.0.mlp": {"hidden": 7}}, {"blocks.0.mlp": {"hidden": 9}}]
+    a = [{"widths": w[0], "measured_ms": 10.0, "dense_beside_ms": 20.0},
+         {"widths": w[1], "measured_ms": 12.0, "dense_beside_ms": 20.0}]  # fmt: skip
+    # a machine 1.5x slower in the second run: own times differ by 50% and 65%, fractions of dense by 0% and 10%
+    b = [{"widths": w[0], "measured_ms": 15.0, "dense_beside_ms": 30.0},
+         {"widths": w[1], "measured_ms": 19.8, "dense_beside_ms": 30.0}]  # fmt: skip
+    rep = reproducibility(a, b)
+    assert rep["median_own"] == pytest.approx(0.575) and rep["max_own"] == pytest.approx(0.65)
+    assert rep["median_fraction"] == pytest.approx(0.05) and rep["max_fraction"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="not measure the same plans"):
+        reproducibility(a, b[::-1])
