@@ -34,6 +34,7 @@ from .train import (
     to_device,
 )
 from .train.objectives import POOLINGS
+from .utils.threads import torch_threads
 
 _logger = logging.getLogger(__name__)
 
@@ -205,13 +206,9 @@ class LatencyReport:
 def compare_latency(dense: nn.Module, pruned: nn.Module, input_size, spec: LatencySpec) -> LatencyReport:
     """Dense vs pruned latency under ``spec`` (the dense model may be untrained: only its shapes matter)."""
     old = torch.get_num_threads()
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    try:
+    with torch_threads(spec.threads):
         kw = dict(batch=spec.batch, repeats=spec.repeats, warmup=spec.warmup, device=spec.device)
         d, p = measure_latency(dense, input_size, **kw), measure_latency(pruned, input_size, **kw)
-    finally:
-        torch.set_num_threads(old)
     ratio = count_macs(dense, input_size).total / count_macs(pruned, input_size).total
     return LatencyReport(spec.batch, d, p, d / p, ratio, spec.device, spec.threads or old)
 

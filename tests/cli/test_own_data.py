@@ -125,6 +125,20 @@ def test_default_threads_leave_out_busy_cores(monkeypatch):
     assert default_threads(busy=1) == 3
 
 
+def test_torch_threads_sets_and_restores_the_count():
+    from mhaprune.utils.threads import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("restored on errors too")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):  # None: as it is
+        assert torch.get_num_threads() == before
+
+
 def _flat(root, n: int = 24):
     from PIL import Image
 

@@ -40,6 +40,7 @@ import torch.nn as nn
 from ..adapters import prunable_modules
 from ..utils import atomic_write_text
 from ..utils.meta import cpu_model
+from ..utils.threads import torch_threads
 from .macs import call_model
 
 _logger = logging.getLogger(__name__)
@@ -315,13 +316,8 @@ class LatencyCost:
         self.setting = DeviceSetting.current(device, batch, dtype, threads)
         self.macs_cost = macs_cost  # the model's ModelCost: plans built on this budget still record their MACs
         self.device, self.dtype, self.repeats = torch.device(device), dtype, repeats
-        old = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             self._build(model, example_inputs, set(groups), cache, calibrate)
-        finally:
-            torch.set_num_threads(old)
 
     @property
     def path(self) -> Path:
@@ -511,13 +507,9 @@ class LatencyCost:
     def time(self, model: nn.Module) -> float:
         """Measured milliseconds per forward of ``model`` (e.g. :attr:`dense_model` sliced to a plan) at this
         setting (device, dtype, batch, threads), as the tables were measured."""
-        old = torch.get_num_threads()
-        torch.set_num_threads(self.setting.threads)
-        try:
+        with torch_threads(self.setting.threads):
             model = model.eval().to(self.device, self.dtype)
             return time_call(lambda: call_model(model, self._x), self.device, self.repeats)
-        finally:
-            torch.set_num_threads(old)
 
     def time_beside_dense(self, model: nn.Module) -> tuple[float, float]:
         """``(model's ms, dense model's ms beside it)``: the two run in turn, one forward each, ``repeats`` rounds
@@ -525,14 +517,10 @@ class LatencyCost:
         median ratio of each of the model's forwards to the dense forwards just before and after it. The ratio
         holds where the machine's speed drifts (here by up to 1.5x within minutes, and in bursts of seconds, which
         timing each model in a block of its own left in)."""
-        old = torch.get_num_threads()
-        torch.set_num_threads(self.setting.threads)
-        try:
+        with torch_threads(self.setting.threads):
             dense, model = self.dense_model, model.eval().to(self.device, self.dtype)
             d, m = time_interleaved([lambda: call_model(dense, self._x), lambda: call_model(model, self._x)],
                                     self.device, self.repeats)  # fmt: skip
-        finally:
-            torch.set_num_threads(old)
         around = [(d[i] + d[i + 1]) / 2 for i in range(len(d) - 1)] + [d[-1]]
         ms = statistics.median(m)
         return ms, ms / statistics.median([a / b for a, b in zip(m, around)])

@@ -9,6 +9,7 @@ times), not the load average: that lags by a minute and still counts a job that 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import statistics
@@ -58,3 +59,17 @@ def default_threads(busy: float | None = None) -> int:
     if n < cores:
         _logger.info("using %d of %d cores: %.1f are busy with other work (set --threads to override)", n, cores, busy)
     return n
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch CPU threads (``None`` / 0: as they are), restoring the count afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
