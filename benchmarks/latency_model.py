@@ -47,7 +47,8 @@ from ._io import write_csv
 
 # what the latency feedback records in ``plan.meta["latency"]``, kept in each target row: the internal target the
 # kept plan was planned to, each round's measurement on the tables' scale, the tables' error and the raw timings
-FEEDBACK_KEYS = ("allocation", "planned_to_ms", "measured_ms", "feedback_ms", "tables_error", "clock", "macs_target")
+FEEDBACK_KEYS = ("allocation", "planned_to_ms", "measured_ms", "feedback_ms", "tables_error", "clock", "macs_target",
+                 "feedback_macs", "presearch")
 
 
 def random_widths(cost: LatencyCost, rng: random.Random) -> dict:

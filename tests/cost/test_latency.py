@@ -11,7 +11,7 @@ import mhaprune
 from mhaprune.cost import latency as lat
 from mhaprune.pruning import PruneConfig, Pruner
 from mhaprune.pruning.config import ConfigError, parse_latency
-from mhaprune.pruning.pruner import FEEDBACK_TOLERANCE
+from mhaprune.pruning.pruner import FEEDBACK_TOLERANCE, next_level
 
 
 @pytest.fixture
@@ -216,58 +216,98 @@ def test_unreachable_latency_targets(cache, timed):
                                   target_latency_threads=1), x)  # fmt: skip
 
 
-def _feedback_pruner(margin, factor, monkeypatch, allocation):
-    """A prepared latency-target pruner whose planned models 'run' at ``factor`` x the tables' prediction (beside a
-    dense model at the tables' dense latency); returns it, the clock's readings and the MACs of every plan timed."""
+def _feedback_pruner(margin, clock_of, monkeypatch, allocation):
+    """A prepared latency-target pruner whose planned models 'run' at ``clock_of(predicted ms, dense ms)`` of the
+    tables (beside a dense model at the tables' dense latency); returns it, the clock's readings and the MACs of
+    every model timed (with the ``macs`` allocation the uniform plans before the search first)."""
     model, x = _model()
-    cfg = PruneConfig(target_latency=_reachable_target(model, x, margin), target_latency_batch=4,
-                      target_latency_threads=1, latency_allocation=allocation)  # fmt: skip
-    pruner = Pruner(model, cfg, x)
-    pruner.prepare()
+    target = _reachable_target(model, x, margin)  # measures and caches the tables and their calibration
     clock, kept = [], []
 
-    def timed_plan(planned):
-        widths = {p: {g: len(keep[0]) for g, keep in lp.keep.items()} for p, lp in planned.layers.items()}
-        clock.append(factor * pruner.latency.total(widths))
-        kept.append(planned.pruned_macs)
-        return clock[-1], pruner.latency.dense_total
+    def beside_dense(self, planned):
+        modules = dict(planned.named_modules())
+        widths = {lc.path: {g: lc.adapter.groups(modules[lc.path])[g][1] for g in lc.axes} for lc in self.layers}
+        clock.append(clock_of(self.total(widths), self.dense_total))
+        kept.append(self.macs_cost.total(widths))
+        return clock[-1], self.dense_total
 
-    monkeypatch.setattr(pruner, "_time_plan", timed_plan)
+    monkeypatch.setattr(lat.LatencyCost, "time_beside_dense", beside_dense)
+    cfg = PruneConfig(target_latency=target, target_latency_batch=4, target_latency_threads=1,
+                      latency_allocation=allocation)  # fmt: skip
+    pruner = Pruner(model, cfg, x)
+    pruner.prepare()
     return pruner, clock, kept
+
+
+def _saving(share):
+    """A clock on which every plan saves ``share`` of what the tables predict it saves."""
+    return lambda ms, dense: dense - share * (dense - ms)
 
 
 @pytest.mark.parametrize("allocation", ["macs", "tables"])
 def test_latency_feedback_replans_until_the_clock_agrees(cache, timed, monkeypatch, allocation):
-    """A model that runs 25% slower than the tables say: the plan is made again to a tighter internal target."""
-    pruner, clock, _ = _feedback_pruner(1.5, 1.25, monkeypatch, allocation)
+    """A model that saves 30% less than the tables say: the next plan is made to the tables' savings scaled by the
+    measured ones, which lands on the target in one correction."""
+    pruner, clock, kept = _feedback_pruner(1.5, _saving(0.7), monkeypatch, allocation)
+    goal, ceiling = pruner.latency_target, pruner.latency_target * (1 + FEEDBACK_TOLERANCE)
     plan = pruner.plan()
     info = plan.meta["latency"]
-    # the user's target, rounded like the record
-    assert info["target_ms"] == pytest.approx(pruner.latency_target, abs=1e-4)
-    assert len(clock) >= 2 and clock[0] > pruner.latency_target  # first plan too slow on the clock: planned again
-    assert info["planned_to_ms"] < pruner.latency_target
-    assert info["measured_ms"] == pytest.approx(clock[-1], rel=1e-3)
-    assert info["measured_ms"] <= pruner.latency_target * 1.01
-    assert info["feedback_ms"] == pytest.approx(clock, rel=1e-3)
-    assert info["tables_error"] == pytest.approx(1.25, rel=1e-3)
+    assert info["target_ms"] == pytest.approx(goal, abs=1e-4)  # the user's target, rounded like the record
+    # the first plan (the tables' level) too slow on the clock, the second on target
+    corrected = pruner.presearch if allocation == "macs" else info
+    assert corrected["feedback_ms"] == pytest.approx(clock[:len(corrected["feedback_ms"])], rel=1e-3)
+    assert corrected["feedback_ms"][0] > ceiling and len(corrected["feedback_ms"]) == 2
+    assert 0.95 * goal <= corrected["feedback_ms"][1] <= ceiling
+    assert corrected["planned_to_ms"] < goal and corrected["measured_ms"] == corrected["feedback_ms"][1]
+    assert info["feedback_ms"] == pytest.approx(clock[-len(info["feedback_ms"]):], rel=1e-3)
+    assert info["measured_ms"] <= ceiling and plan.pruned_macs == kept[-1]
+    if allocation == "macs":
+        # the search ran at the level the uniform plan measured on target, the first plan is at that level (then
+        # corrected on its own measurement: at equal MACs the searched widths need not run as the uniform ones)
+        assert pruner.target == pruner.presearch["macs_target"] == pytest.approx(kept[1])
+        assert info["feedback_macs"][0] == pruner.target and info["presearch"] == pruner.presearch
+        assert kept[2] == pytest.approx(pruner.target, rel=0.01)
+        dense = copy.deepcopy(pruner.latency.dense_model)  # the model before the gates
+        twin = Pruner(dense, PruneConfig(target_macs=info["macs_target"]), pruner.example_inputs)
+        twin.prepare()
+        assert twin.plan().widths() == plan.widths()
 
 
 @pytest.mark.parametrize("allocation", ["macs", "tables"])
 def test_latency_feedback_loosens_a_plan_far_faster_than_the_target(cache, timed, monkeypatch, caplog, allocation):
     """Tables from a busier state of the machine (the model runs at 0.7x what they say): the first plan is far
     faster than needed, so it is planned again to a looser internal target and keeps more channels."""
-    pruner, clock, kept = _feedback_pruner(1.2, 0.7, monkeypatch, allocation)
     with caplog.at_level("WARNING", logger="mhaprune.pruning.pruner"):
+        pruner, clock, kept = _feedback_pruner(1.2, lambda ms, dense: 0.7 * ms, monkeypatch, allocation)
         plan = pruner.plan()
     info = plan.meta["latency"]
-    assert len(clock) >= 2 and clock[0] < 0.95 * pruner.latency_target  # the first plan: far under the target
-    assert info["planned_to_ms"] > pruner.latency_target
-    assert info["measured_ms"] <= pruner.latency_target * (1 + 1e-4)
+    corrected = pruner.presearch if allocation == "macs" else info
+    assert len(corrected["feedback_ms"]) >= 2 and clock[0] < 0.95 * pruner.latency_target  # far under the target
+    assert corrected["planned_to_ms"] > pruner.latency_target
+    assert info["measured_ms"] <= pruner.latency_target * (1 + FEEDBACK_TOLERANCE)
     ceiling = pruner.latency_target * (1 + FEEDBACK_TOLERANCE)
-    assert info["measured_ms"] == pytest.approx(max(c for c in clock if c <= ceiling), rel=1e-3)
+    assert corrected["measured_ms"] == pytest.approx(max(c for c in corrected["feedback_ms"] if c <= ceiling))
     assert plan.pruned_macs > kept[0]  # the plan kept is looser than the first one
-    assert info["tables_error"] == pytest.approx(0.7, rel=1e-3)
+    assert corrected["tables_error"] == pytest.approx(0.7, rel=1e-3)
     assert "may have been measured on a busy machine" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "tried, hi, expected",
+    [
+        # one plan 10 ms over the goal, saving 30 of the 40 ms the tables predicted: the tables' plan that saves
+        # 40 / 30 x the 40 ms the goal needs
+        ([(60.0, 60.0, 70.0)], 99.0, 100 - 40 * 40 / 30),
+        # ... the same saving more than predicted, but the looser plan capped at ``hi``
+        ([(60.0, 60.0, 40.0)], 70.0, 70.0),
+        # one under and one over the goal: the level where the line through them meets it (regula falsi)
+        ([(50.0, 50.0, 50.0), (70.0, 70.0, 90.0)], 99.0, 55.0),
+        # both under: the savings of the one nearest the goal (40 ms predicted 60 saved, 70 measured)
+        ([(30.0, 30.0, 20.0), (40.0, 40.0, 30.0)], 99.0, 100 - 40 * 60 / 70),
+    ],
+)
+def test_next_level(tried, hi, expected):
+    assert next_level(tried, 60.0, 100.0, lambda ms: ms, 0.0, hi) == pytest.approx(expected)
 
 
 def test_latency_feedback_must_not_be_negative():

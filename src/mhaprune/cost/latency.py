@@ -428,13 +428,18 @@ class LatencyCost:
     def _calibration_models(self, model: nn.Module):
         """The dense model with every layer of a kind sliced to the calibration fractions, one plan at a time."""
         for fractions in CALIBRATION:
-            m = copy.deepcopy(model)
-            modules = dict(m.named_modules())
-            for lc in self.layers:
-                widths = self._plan_widths(lc, fractions)
-                if widths:
-                    lc.adapter.slice(modules[lc.path], self._first_channels(lc.shapes, widths))
-            yield m
+            yield self.sliced({lc.path: self._plan_widths(lc, fractions) for lc in self.layers}, model)
+
+    def sliced(self, widths: dict[str, dict[str, int]], model: nn.Module | None = None) -> nn.Module:
+        """A copy of ``model`` (default: :attr:`dense_model`) with each layer's groups sliced to ``widths`` (per head;
+        the first channels of every head: timing needs widths only); groups not named stay at full width."""
+        m = copy.deepcopy(self.dense_model if model is None else model)
+        modules = dict(m.named_modules())
+        for lc in self.layers:
+            w = widths.get(lc.path)
+            if w:
+                lc.adapter.slice(modules[lc.path], self._first_channels(lc.shapes, w))
+        return m
 
     def _first_channels(self, shapes: dict, widths: dict[str, int]) -> dict[str, torch.Tensor]:
         """Keep indices of the first ``widths[g]`` channels of every head of each group (timing needs widths only)."""

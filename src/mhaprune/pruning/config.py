@@ -97,8 +97,9 @@ class PruneConfig:
             device (:mod:`mhaprune.cost.latency`: lookup tables over kept widths, measured once and cached);
             ``target_macs`` is not used.
         latency_allocation: how a latency target spends its budget across layers. ``"macs"`` (default): the
-            search and the plan allocate channels by MACs, as a MACs target does, at the MACs level whose plan the
-            latency tables predict to meet the target (a bisection over the plan's MACs target); ``"tables"``: the
+            search and the plan allocate channels by MACs, as a MACs target does, at the MACs level whose uniform
+            plan measured on the target before the search (with ``latency_feedback``; without it, the level whose
+            plan the latency tables predict on the target, a bisection over the plan's MACs target); ``"tables"``: the
             search's regulariser and the final repair / fill count every layer's milliseconds from the tables
             (layer-wise latency allocation, NViT-style). ``"macs"`` is the default on validation evidence: at equal
             measured latency the ``"tables"`` plans were 0.97-1.26 pp below the MACs plans in three runs on
@@ -110,9 +111,11 @@ class PruneConfig:
             (``docs/method.md``, latency targets).
         target_latency_batch: batch size the latency target is for.
         target_latency_threads: CPU threads the latency target is for (default: torch's current setting).
-        latency_feedback: rounds of measured correction of a latency-target plan: the planned model is timed at the
-            target's setting and, while it runs slower than the target or over 5% faster, planned again to a
-            target scaled by the tables' error at the plan, predicted / measured (0: trust the tables alone).
+        latency_feedback: rounds of measured correction of a latency-target plan: the planned model is timed beside
+            the dense model at the target's setting and, while it runs over 2% slower than the target or over 5%
+            faster, planned again (``pruner.next_level``: the tables' savings scaled by the measured ones, then the
+            line through a plan under and one over the target). With the ``"macs"`` allocation the same correction
+            also sets the search's MACs level before the search, on uniform plans (0: trust the tables alone).
         prune_qk / prune_v / prune_mlp: prune the Q/K, the V and the MLP-hidden channel groups.
         threshold: how many channels a layer keeps: ``"raw"`` counts ``m > 0`` (the similarity weights ``α`` then
             decide which channels of each head are kept); ``"sigmoid"`` counts ``α·σ(m) > 0.5`` (``α`` also moves

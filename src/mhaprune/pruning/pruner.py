@@ -37,6 +37,55 @@ FEEDBACK_SLACK = 0.05  # a latency-target plan measured this much faster than it
 FEEDBACK_TOLERANCE = 0.02  # ... and one measured up to this much slower is on target (timings jitter by more)
 
 
+def next_level(tried, goal: float, dense: float, to_level, lo: float, hi: float) -> float:
+    """The latency feedback's next level (a plan's internal latency target in ms with the ``tables`` allocation, its
+    MACs target with ``macs``) from the plans measured so far, ``tried``: ``(level, predicted ms, measured ms)``, all
+    on the tables' scale (``dense``: their dense latency).
+
+    Where one plan measured under the ``goal`` and a tighter one over it, the level where the straight line through
+    the two meets the goal (regula falsi between the closest such pair). Otherwise the tables' savings at the plan
+    measured nearest the goal are scaled by what it measured to save: the next plan is the one the tables predict at
+    ``dense - (dense - goal) * predicted saving / measured saving`` (``to_level`` maps milliseconds to a level).
+    The tables mostly err in the savings, not in the dense latency, which is theirs by construction: scaling the
+    whole prediction instead (``goal * predicted / measured``) sent a deit_micro plan that ran at 0.71 of its
+    prediction to a plan as slow as the dense model (``benchmarks/results/latency_vs_macs``). The level stays within
+    ``[lo, hi]`` and between the bracketing plans."""
+    under = [t for t in tried if t[2] <= goal]
+    over = [t for t in tried if t[2] > goal]
+    a = max(under, key=lambda t: t[0], default=None)  # the loosest plan measured on or under the goal
+    b = min(over, key=lambda t: t[0], default=None)  # the tightest plan measured over it
+    if a is not None and b is not None and a[0] < b[0]:
+        new = a[0] + (goal - a[2]) * (b[0] - a[0]) / (b[2] - a[2])
+    else:
+        _, predicted, measured = min(tried, key=lambda t: abs(t[2] - goal))
+        saved_predicted, saved_measured = dense - predicted, dense - measured
+        if saved_predicted > 0 and saved_measured > 0:
+            new = to_level(dense - (dense - goal) * saved_predicted / saved_measured)
+        else:  # no saving measured (or predicted): scale the whole prediction
+            new = to_level(goal * predicted / measured)
+        if b is None and a is not None:  # all under the goal: only a looser plan can reach it ...
+            new = max(new, a[0])
+        elif a is None and b is not None:  # ... all over it: only a tighter one
+            new = min(new, b[0])
+    return min(max(new, lo), hi)
+
+
+def macs_level(predicted, ms: float, lo: int, hi: int) -> int:
+    """The largest MACs level in ``[lo, hi]`` whose plan ``predicted(level)`` (ms) is ≤ ``ms`` (bisection); ``lo``
+    where none is."""
+    if predicted(lo) > ms:
+        return lo
+    for _ in range(30):
+        if hi - lo <= max(1, 1e-4 * hi):
+            break
+        mid = (lo + hi) // 2
+        if predicted(mid) <= ms:
+            lo = mid
+        else:
+            hi = mid
+    return int(lo)
+
+
 def _detached(args: tuple) -> tuple:
     return tuple(a.detach() if torch.is_tensor(a) else a for a in args)
 
@@ -118,10 +167,11 @@ class Pruner:
         self.groups_pruned = cfg.groups()
         # what the budget counts: MACs, or the device's latency model (same interface, in milliseconds). A latency
         # target keeps its model and milliseconds in ``latency`` / ``latency_target``; with ``latency_allocation``
-        # "macs" the search and the plan still count MACs (``target``: the MACs whose uniform plan the tables
-        # predict at the latency target; the plan bisects its own MACs level, ``_plan_to_latency``)
+        # "macs" the search and the plan still count MACs (``target``: the MACs level whose uniform plan the tables
+        # predict at the latency target, then the level whose uniform plan measured on it, ``_presearch_level``)
         self.budget = self.cost
         self.latency, self.latency_target = None, None
+        self.presearch: dict | None = None  # the record of the uniform plans timed before the search (``macs``)
         if cfg.target_latency is not None:
             self.latency, self.latency_target = latency_budget(model, example_inputs, cfg, self.cost)
             if cfg.latency_allocation == "tables":
@@ -131,6 +181,8 @@ class Pruner:
                                            cfg.round_to, cfg.same_qk_v_width)  # fmt: skip
                 floor = self.cost.min_total(self.groups_pruned, cfg.min_per_head)
                 self.target = max(floor, min(self.cost.total(widths), self.cost.dense_total - 1))
+                if cfg.latency_feedback:  # the level measured on target, not the tables' guess
+                    self.target = self._presearch_level(self.target)
         else:
             self.target = self.cost.resolve_target(cfg.target_macs, self.groups_pruned, cfg.min_per_head)
         self.states: dict[str, dict[str, GroupState]] = {}
@@ -519,105 +571,136 @@ class Pruner:
 
         if self.latency is None:
             return build(self.target)
-        if self.budget is self.cost:  # a latency target allocated by MACs: each plan at the MACs level that fits
-            def build_ms(ms):
-                return self._plan_to_latency(scores, widths, ms, build)
-        else:
-            def build_ms(ms):
+        if self.budget is not self.cost:  # a latency target allocated by the tables: plans count milliseconds
+            def at_ms(ms):
                 plan = build(ms)
                 plan.meta["latency"]["allocation"] = "tables"
                 return plan
-        plan = build_ms(self.latency_target)
-        if self.cfg.latency_feedback:
-            plan = self._latency_feedback(plan, build_ms)
-        return plan
 
-    def _plan_to_latency(self, scores, widths, ms: float, build) -> Plan:
-        """The MACs plan (repair / fill by MACs, as a MACs target plans) at the largest MACs target whose widths the
-        latency tables predict at ≤ ``ms`` (bisection; the slowest plan that fits, else the fastest one tried)."""
-        cfg, cost, latency = self.cfg, self.cost, self.latency
+            def attempt(ms):
+                plan = at_ms(ms)
+                return plan, plan.meta["latency"]["predicted_ms"], self._measure_plan(plan)
+
+            if not self.cfg.latency_feedback:
+                return at_ms(self.latency_target)
+            floor = self.latency.min_total(self.groups_pruned, self.cfg.min_per_head)
+            return self._feedback(self.latency_target, attempt, lambda ms: ms, floor, self.latency.dense_total)
+        # a latency target allocated by MACs: each plan is the MACs plan of a MACs level
         ranked = rank_scores(scores)
 
         def predicted(t):
-            w = greedy_widths(cost, ranked, widths, t, cfg.round_to, cfg.min_per_head, cfg.fill,
-                              cfg.same_qk_v_width)  # fmt: skip
-            return latency.total(w)
+            w = greedy_widths(self.cost, ranked, widths, int(t), self.cfg.round_to, self.cfg.min_per_head,
+                              self.cfg.fill, self.cfg.same_qk_v_width)  # fmt: skip
+            return self.latency.total(w)
 
-        lo = cost.min_total(self.groups_pruned, cfg.min_per_head)
-        hi = cost.dense_total - 1
-        best = None  # (MACs target, predicted ms) of the slowest plan under ``ms``
-        fastest = (lo, predicted(lo))
-        if fastest[1] <= ms:
-            best = fastest
-            for _ in range(30):
-                if hi - lo <= max(1, 1e-4 * cost.dense_total):
-                    break
-                mid = (lo + hi) // 2
-                pm = predicted(mid)
-                if pm <= ms:
-                    lo, best = mid, (mid, pm)
-                else:
-                    hi = mid
-        t, _ = best or fastest
-        plan = build(t).with_target(None)  # planned to a latency: no MACs target of the user's (``macs_target``)
-        plan.meta["latency"] = {**latency_meta(latency, ms, plan.widths()), "allocation": "macs", "macs_target": int(t)}
-        return plan
+        def at_level(t):
+            plan = build(int(t)).with_target(None)  # planned to a latency: no MACs target of the user's
+            plan.meta["latency"] = {**latency_meta(self.latency, self.latency_target, plan.widths()),
+                                    "allocation": "macs", "macs_target": int(t)}  # fmt: skip
+            return plan
 
-    def _time_plan(self, plan: Plan) -> tuple[float, float]:
-        """``(planned model's ms, dense model's ms)``, timed beside each other at the target's setting."""
-        return self.latency.time_beside_dense(apply_plan(copy.deepcopy(self.latency.dense_model), plan))
+        lo, hi = self.cost.min_total(self.groups_pruned, self.cfg.min_per_head), self.cost.dense_total - 1
+        if not self.cfg.latency_feedback:  # the largest MACs level whose plan the tables predict on target
+            return at_level(macs_level(predicted, self.latency_target, lo, hi))
 
-    def _latency_feedback(self, plan: Plan, build) -> Plan:
-        """Time the planned model at the target's setting, beside the dense model (``_time_plan``), and while it is
-        off the target (slower by over ``FEEDBACK_TOLERANCE``, or faster by over ``FEEDBACK_SLACK``) plan again to
-        the target scaled by the tables' error at that plan, predicted / measured (at most ``cfg.latency_feedback``
-        times, never below the reachable). Scaling by the error rather than by target / measured converges in one
-        round for a constant error, also for a plan that the tables' steps left under its internal target. A plan
-        far faster than the target costs accuracy for nothing (measured: a deit_micro plan cut to 43% of the dense
-        latency, 48.8% val top-1, by a machine that slowed 1.5x between the tables and the timing). The plan kept is
-        the slowest one measured on target (else the fastest measured)."""
-        goal, target = self.latency_target, self.latency_target
+        def attempt(t):
+            plan = at_level(t)
+            return plan, plan.meta["latency"]["predicted_ms"], self._measure_plan(plan)
+
+        def to_level(ms):
+            return macs_level(predicted, ms, lo, hi)
+
+        # first the level the search ran at (set by the measured plans before it, ``_presearch_level``): the plan
+        # a MACs target of that level gives
+        return self._feedback(self.target, attempt, to_level, lo, hi)
+
+    def _measured(self, model: nn.Module) -> float:
+        """``model`` timed beside the dense model at the target's setting, as milliseconds on the tables' scale (its
+        ratio to the dense model times the tables' dense latency). A machine whose speed drifts between the tables'
+        measurement and this one (measured here: the dense deit_micro at 29.9 ms in the tables, 41.8-46.7 ms four
+        minutes later) would otherwise make the feedback prune for the drift."""
+        ms, dense_ms = self.latency.time_beside_dense(model)
+        self._clock.append({"plan_ms": round(ms, 4), "dense_ms": round(dense_ms, 4)})
+        return ms * self.latency.dense_total / dense_ms
+
+    def _measure_plan(self, plan: Plan) -> float:
+        return self._measured(apply_plan(copy.deepcopy(self.latency.dense_model), plan))
+
+    def _presearch_level(self, level: int) -> int:
+        """The MACs level for the search under a latency target allocated by MACs: uniform plans (one keep ratio in
+        every pruned group) timed beside the dense model before the search (at most ``cfg.latency_feedback`` + 1),
+        from the tables' level (``level``) on, each next level by :func:`next_level`. The search then runs at the
+        MACs level that measured on target, and its plan is the plan a MACs target of that level gives: planned
+        from the tables alone, the search ran at a level the clock later moved by up to 40% (deit_micro, tables
+        error 0.72), and the plan of masks searched for another level lost accuracy."""
+        cfg, cost, latency = self.cfg, self.cost, self.latency
+        lo, hi = cost.min_total(self.groups_pruned, cfg.min_per_head), cost.dense_total - 1
+
+        def uniform(t):
+            return uniform_widths(cost, self.groups_pruned, int(t), cfg.min_per_head, cfg.round_to,
+                                  cfg.same_qk_v_width)[0]  # fmt: skip
+
+        def attempt(t):
+            w = uniform(t)
+            return w, latency.total(w), self._measured(latency.sliced(w))
+
+        def to_level(ms):
+            w, _ = uniform_widths(latency, self.groups_pruned, ms, cfg.min_per_head, cfg.round_to,
+                                  cfg.same_qk_v_width)  # fmt: skip
+            return max(lo, min(cost.total(w), hi))
+
+        self._feedback(level, attempt, to_level, lo, hi, record="presearch")
+        return int(self.presearch["macs_target"])
+
+    def _feedback(self, level, attempt, to_level, lo, hi, record: str | None = None):
+        """The latency feedback: plan at ``level`` (``attempt(level)``: ``(plan, predicted ms, measured ms)``, on the
+        tables' scale) and, while the plan measures off the target (slower by over ``FEEDBACK_TOLERANCE``, or faster
+        by over ``FEEDBACK_SLACK``), plan again at :func:`next_level` (at most ``cfg.latency_feedback`` times). The
+        plan kept is the slowest one measured on target (else the fastest measured): a plan far faster than the
+        target costs accuracy for nothing (measured: a deit_micro plan cut to 43% of the dense latency, 48.8% val
+        top-1, by a machine that slowed 1.5x between the tables and the timing). Returns the plan kept, its record
+        in ``plan.meta["latency"]`` (or, with ``record``, in ``self.<record>``)."""
+        goal, dense = self.latency_target, self.latency.dense_total
         ceiling = (1 + FEEDBACK_TOLERANCE) * goal
-        floor = self.latency.min_total(self.cfg.groups(), self.cfg.min_per_head)
-        clock: list[dict] = []
-
-        def measure(planned: Plan) -> float:
-            # on the tables' scale: the ratio to the dense model times the tables' dense latency. A machine whose
-            # speed drifts between the tables' measurement and this one (measured here: the dense deit_micro at
-            # 29.9 ms in the tables, 41.8-46.7 ms four minutes later) would otherwise make the loop prune for the drift
-            ms, dense_ms = self._time_plan(planned)
-            clock.append({"plan_ms": round(ms, 4), "dense_ms": round(dense_ms, 4)})
-            return ms * self.latency.dense_total / dense_ms
-
-        tried = [(target, plan, measure(plan))]
+        self._clock: list[dict] = []
+        tried = [(level, *attempt(level))]  # (level, plan, predicted, measured)
         for _ in range(self.cfg.latency_feedback):
-            measured = tried[-1][2]
-            if (1 - FEEDBACK_SLACK) * goal <= measured <= ceiling or (measured > goal and target <= floor):
+            measured = tried[-1][3]
+            if (1 - FEEDBACK_SLACK) * goal <= measured <= ceiling or (measured > goal and tried[-1][0] <= lo):
                 break
-            error = tried[-1][1].meta["latency"]["predicted_ms"] / measured
-            new = max(floor, goal * error)
-            new = min(new, target) if measured > goal else min(new, self.latency.dense_total)
-            if abs(new - target) <= 1e-3 * target:
+            new = next_level([(t[0], t[2], t[3]) for t in tried], goal, dense, to_level, lo, hi)
+            if any(abs(new - t[0]) <= 1e-3 * abs(t[0]) for t in tried):
                 break
-            target = new
-            plan = build(target)
-            tried.append((target, plan, measure(plan)))
-        within = [t for t in tried if t[2] <= ceiling]
-        target, plan, measured = max(within, key=lambda t: t[2]) if within else min(tried, key=lambda t: t[2])
-        first_predicted = tried[0][1].meta["latency"]["predicted_ms"]
-        first_error = tried[0][2] / first_predicted
-        info = plan.meta["latency"]  # every figure rounded alike, so comparisons in the record hold as computed
-        info.update(target_ms=round(goal, 4), planned_to_ms=round(target, 4), measured_ms=round(measured, 4),
-                    feedback_ms=[round(t[2], 4) for t in tried], tables_error=round(first_error, 4),
-                    clock=clock)  # fmt: skip
-        if not 0.8 <= first_error <= 1.25:
-            _logger.warning("the latency tables predicted %.2f ms for the plan, the model measured the equivalent of "
+            tried.append((new, *attempt(new)))
+        within = [t for t in tried if t[3] <= ceiling]
+        level, plan, predicted, measured = max(within, key=lambda t: t[3]) if within else min(tried, key=lambda t: t[3])
+        macs = record is not None or self.budget is self.cost
+        info = {  # every figure rounded alike, so comparisons in the record hold as computed
+            "target_ms": round(goal, 4),
+            "predicted_ms": round(predicted, 4),
+            "planned_to_ms": round(predicted if macs else level, 4),
+            "measured_ms": round(measured, 4),
+            "feedback_ms": [round(t[3], 4) for t in tried],
+            "tables_error": round(tried[0][3] / tried[0][2], 4),
+            "clock": self._clock,
+        }
+        if macs:
+            info.update(macs_target=int(level), feedback_macs=[int(t[0]) for t in tried])
+        where = "the uniform plan before the search" if record else "the plan"
+        if not 0.8 <= info["tables_error"] <= 1.25:
+            _logger.warning("the latency tables predicted %.2f ms for %s, the model measured the equivalent of "
                             "%.2f ms (timed beside the dense model): the tables (cached in %s) may have been measured "
                             "on a busy machine; delete that file to measure them again on a quiet one",
-                            first_predicted, tried[0][2], self.latency.path)  # fmt: skip
+                            tried[0][2], where, tried[0][3], self.latency.path)  # fmt: skip
         if measured > ceiling:
-            _logger.warning("the planned model measured %.2f ms against the %.2f ms latency target after %d "
-                            "correction(s) (the machine may be busy)", measured, goal, len(tried) - 1)  # fmt: skip
+            _logger.warning("%s measured %.2f ms against the %.2f ms latency target after %d correction(s) (the "
+                            "machine may be busy)", where, measured, goal, len(tried) - 1)  # fmt: skip
+        if record is not None:
+            setattr(self, record, info)
+            return plan
+        plan.meta["latency"].update(info)
+        if self.presearch is not None:
+            plan.meta["latency"]["presearch"] = self.presearch
         return plan
 
     @torch.no_grad()
