@@ -307,7 +307,17 @@ def test_latency_feedback_loosens_a_plan_far_faster_than_the_target(cache, timed
     ],
 )
 def test_next_level(tried, hi, expected):
-    assert next_level(tried, 60.0, 100.0, lambda ms: ms, 0.0, hi) == pytest.approx(expected)
+    assert next_level(tried, 60.0, 100.0, lambda ms: ms, 0.0, hi, 100.0) == pytest.approx(expected)
+
+
+def test_next_level_where_the_tables_do_not_move():
+    """Tables whose prediction does not grow with the level (every level maps back to the one tried): the saving is
+    taken in proportion to the level's distance from the dense model's (level 400 of 1000 saved 45 ms where the goal
+    needs 40: the next level keeps 40 / 45 of the 600 removed)."""
+    tried = [(400.0, 58.0, 55.0)]
+    assert next_level(tried, 60.0, 100.0, lambda ms: 400.0, 0.0, 999.0, 1000.0) == pytest.approx(
+        1000 - 600 * 40 / 45
+    )
 
 
 def test_latency_feedback_must_not_be_negative():

@@ -37,10 +37,10 @@ FEEDBACK_SLACK = 0.05  # a latency-target plan measured this much faster than it
 FEEDBACK_TOLERANCE = 0.02  # ... and one measured up to this much slower is on target (timings jitter by more)
 
 
-def next_level(tried, goal: float, dense: float, to_level, lo: float, hi: float) -> float:
+def next_level(tried, goal: float, dense: float, to_level, lo: float, hi: float, dense_level: float) -> float:
     """The latency feedback's next level (a plan's internal latency target in ms with the ``tables`` allocation, its
-    MACs target with ``macs``) from the plans measured so far, ``tried``: ``(level, predicted ms, measured ms)``, all
-    on the tables' scale (``dense``: their dense latency).
+    MACs target with ``macs``; ``dense_level``: the dense model's) from the plans measured so far, ``tried``:
+    ``(level, predicted ms, measured ms)``, all on the tables' scale (``dense``: their dense latency).
 
     Where one plan measured under the ``goal`` and a tighter one over it, the level where the straight line through
     the two meets the goal (regula falsi between the closest such pair). Otherwise the tables' savings at the plan
@@ -48,26 +48,33 @@ def next_level(tried, goal: float, dense: float, to_level, lo: float, hi: float)
     ``dense - (dense - goal) * predicted saving / measured saving`` (``to_level`` maps milliseconds to a level).
     The tables mostly err in the savings, not in the dense latency, which is theirs by construction: scaling the
     whole prediction instead (``goal * predicted / measured``) sent a deit_micro plan that ran at 0.71 of its
-    prediction to a plan as slow as the dense model (``benchmarks/results/latency_vs_macs``). The level stays within
-    ``[lo, hi]`` and between the bracketing plans."""
+    prediction to a plan as slow as the dense model (``benchmarks/results/latency_vs_macs``). Where that step does
+    not move (the tables' prediction need not grow with the MACs level: widths off a multiple of 8 are charged
+    extra), the saving is taken in proportion to the level's distance from the dense model's. The level stays
+    within ``[lo, hi]`` and between the bracketing plans."""
     under = [t for t in tried if t[2] <= goal]
     over = [t for t in tried if t[2] > goal]
     a = max(under, key=lambda t: t[0], default=None)  # the loosest plan measured on or under the goal
     b = min(over, key=lambda t: t[0], default=None)  # the tightest plan measured over it
     if a is not None and b is not None and a[0] < b[0]:
-        new = a[0] + (goal - a[2]) * (b[0] - a[0]) / (b[2] - a[2])
-    else:
-        _, predicted, measured = min(tried, key=lambda t: abs(t[2] - goal))
-        saved_predicted, saved_measured = dense - predicted, dense - measured
-        if saved_predicted > 0 and saved_measured > 0:
-            new = to_level(dense - (dense - goal) * saved_predicted / saved_measured)
-        else:  # no saving measured (or predicted): scale the whole prediction
-            new = to_level(goal * predicted / measured)
+        return min(max(a[0] + (goal - a[2]) * (b[0] - a[0]) / (b[2] - a[2]), lo), hi)
+
+    def bounded(x):
         if b is None and a is not None:  # all under the goal: only a looser plan can reach it ...
-            new = max(new, a[0])
+            x = max(x, a[0])
         elif a is None and b is not None:  # ... all over it: only a tighter one
-            new = min(new, b[0])
-    return min(max(new, lo), hi)
+            x = min(x, b[0])
+        return min(max(x, lo), hi)
+
+    level, predicted, measured = min(tried, key=lambda t: abs(t[2] - goal))
+    saved_predicted, saved_measured = dense - predicted, dense - measured
+    if saved_predicted > 0 and saved_measured > 0:
+        new = bounded(to_level(dense - (dense - goal) * saved_predicted / saved_measured))
+    else:  # no saving measured (or predicted): scale the whole prediction
+        new = bounded(to_level(goal * predicted / measured))
+    if abs(new - level) <= 1e-3 * abs(level) and saved_measured > 0:
+        new = bounded(dense_level - (dense_level - level) * (dense - goal) / saved_measured)
+    return new
 
 
 def macs_level(predicted, ms: float, lo: int, hi: int) -> int:
@@ -630,9 +637,9 @@ class Pruner:
         """The MACs level for the search under a latency target allocated by MACs: uniform plans (one keep ratio in
         every pruned group) timed beside the dense model before the search (at most ``cfg.latency_feedback`` + 1),
         from the tables' level (``level``) on, each next level by :func:`next_level`. The search then runs at the
-        MACs level that measured on target, and its plan is the plan a MACs target of that level gives: planned
-        from the tables alone, the search ran at a level the clock later moved by up to 40% (deit_micro, tables
-        error 0.72), and the plan of masks searched for another level lost accuracy."""
+        MACs level that measured on target, and its plan is the plan a MACs target of that level gives. Planned
+        from the tables alone, the search ran at a level that the clock moved afterwards by up to 40% (deit_micro,
+        tables error 0.72), so the plan kept was cut or filled from masks searched for another level."""
         cfg, cost, latency = self.cfg, self.cost, self.latency
         lo, hi = cost.min_total(self.groups_pruned, cfg.min_per_head), cost.dense_total - 1
 
@@ -662,19 +669,20 @@ class Pruner:
         in ``plan.meta["latency"]`` (or, with ``record``, in ``self.<record>``)."""
         goal, dense = self.latency_target, self.latency.dense_total
         ceiling = (1 + FEEDBACK_TOLERANCE) * goal
+        macs = record is not None or self.budget is self.cost  # levels are MACs targets (else milliseconds)
+        dense_level = self.cost.dense_total if macs else dense
         self._clock: list[dict] = []
         tried = [(level, *attempt(level))]  # (level, plan, predicted, measured)
         for _ in range(self.cfg.latency_feedback):
             measured = tried[-1][3]
             if (1 - FEEDBACK_SLACK) * goal <= measured <= ceiling or (measured > goal and tried[-1][0] <= lo):
                 break
-            new = next_level([(t[0], t[2], t[3]) for t in tried], goal, dense, to_level, lo, hi)
+            new = next_level([(t[0], t[2], t[3]) for t in tried], goal, dense, to_level, lo, hi, dense_level)
             if any(abs(new - t[0]) <= 1e-3 * abs(t[0]) for t in tried):
                 break
             tried.append((new, *attempt(new)))
         within = [t for t in tried if t[3] <= ceiling]
         level, plan, predicted, measured = max(within, key=lambda t: t[3]) if within else min(tried, key=lambda t: t[3])
-        macs = record is not None or self.budget is self.cost
         info = {  # every figure rounded alike, so comparisons in the record hold as computed
             "target_ms": round(goal, 4),
             "predicted_ms": round(predicted, 4),
