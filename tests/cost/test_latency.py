@@ -320,6 +320,14 @@ def test_next_level_where_the_tables_do_not_move():
     )
 
 
+def test_a_resumed_search_keeps_the_level_measured_before_it(cache, timed, monkeypatch):
+    first, _, _ = _feedback_pruner(1.5, _saving(0.7), monkeypatch, "macs")
+    again, _, _ = _feedback_pruner(1.5, _saving(1.0), monkeypatch, "macs")  # the clock of another day
+    assert again.target != first.target
+    again.load_state_dict(first.state_dict())
+    assert again.target == first.target and again.presearch == first.presearch
+
+
 def test_latency_feedback_must_not_be_negative():
     with pytest.raises(ConfigError, match="latency_feedback must be >= 0"):
         PruneConfig(latency_feedback=-1)

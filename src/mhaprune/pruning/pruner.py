@@ -522,6 +522,10 @@ class Pruner:
             "collecting": self._collecting,
             "reached_at_step": self.reached_at_step,
             "frozen_at_step": self.frozen_at_step,
+            # a latency target allocated by MACs: the level measured before the search, which a resumed run keeps
+            # (timed again, the clock would give another)
+            "target": self.target,
+            "presearch": self.presearch,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -529,6 +533,8 @@ class Pruner:
         self.below_target_steps = int(state["below_target_steps"])
         self.reached_at_step = state.get("reached_at_step")  # absent in checkpoints before these were recorded
         self.frozen_at_step = state.get("frozen_at_step")
+        if self.presearch is not None and state.get("presearch") is not None:
+            self.target, self.presearch = int(state["target"]), state["presearch"]
         self._collecting = bool(state.get("collecting", False))
         self._watch_tokens(self._collecting)
         for _, _, st in self._all_states():
