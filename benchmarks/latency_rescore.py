@@ -13,6 +13,8 @@ The tables are read from the run's ``tables_<model>.json`` (the cache file); loa
 setting (this machine's name, threads and torch version), else the script says so. ``--against`` another run of the
 same plans (``latency_model`` draws them from seed 0): the median relative difference of each plan's measured time
 and of its measured fraction of the dense model between the two runs — what a perfect latency model would score.
+Last, the tables (calibrated and not) times one whole-model savings scale fitted on half the run's plans and scored on
+the other half (``savings_scale_cv``): what a calibration on whole-model plans like these would reach.
 """
 
 from __future__ import annotations
@@ -102,6 +104,24 @@ def variants(run: Path, name: str, rows: list[dict]) -> dict[str, dict]:
     }  # fmt: skip
 
 
+def savings_scale_cv(rows: list[dict], key: str, dense_ms: float) -> dict:
+    """One savings scale for the whole model, ``measured ≈ dense - s · (dense - predicted)`` on the tables' scale
+    (least squares over the plans' ``measured_on_tables_scale_ms``, predictions from ``key``), fitted on every other
+    plan and scored on the rest, both ways (2-fold): the median |error| against the fraction of the dense model of a
+    whole-model calibration on plans like these, judged on plans it was not fitted on. Also the scale fitted on all."""
+
+    def fit(part):
+        num = sum((dense_ms - r["measured_on_tables_scale_ms"]) * (dense_ms - r[key]) for r in part)
+        return num / sum((dense_ms - r[key]) ** 2 for r in part)
+
+    errors = []
+    for train, test in ((rows[0::2], rows[1::2]), (rows[1::2], rows[0::2])):
+        s = fit(train)
+        errors += [abs(dense_ms - s * (dense_ms - r[key]) - r["measured_on_tables_scale_ms"])
+                   / r["measured_on_tables_scale_ms"] for r in test]  # fmt: skip
+    return {"scale": fit(rows), "beside": statistics.median(errors)}
+
+
 def _normalised(ms) -> torch.Tensor:
     values = torch.tensor(ms, dtype=torch.float64)
     return values / values.flatten()[-1]
@@ -128,6 +148,12 @@ def main(argv=None) -> int:
     for label, s in variants(args.run, args.model, rows).items():
         print(f"{label:58s} own {s['own']:.1%} ({s['too_slow']} of {len(rows)} too slow), "
               f"beside dense {s['beside']:.1%}")  # fmt: skip
+    dense_ms = next(r for r in json.loads((args.run / "latency_model.json").read_text())["rows"]
+                    if r["model"] == args.model and r["kind"] == "dense")["predicted_ms"]  # fmt: skip
+    for key, label in (("predicted_uncalibrated_ms", "uncalibrated"), ("predicted_ms", "calibrated")):
+        cv = savings_scale_cv(rows, key, dense_ms)
+        print(f"{label} tables x one savings scale fitted on half the plans (2-fold): beside dense {cv['beside']:.1%} "
+              f"(scale fitted on all {cv['scale']:.3f})")  # fmt: skip
     return 0
 
 

@@ -474,3 +474,15 @@ def test_latency_rescore_reproducibility_compares_the_same_plans_only():
     assert rep["median_fraction"] == pytest.approx(0.05) and rep["max_fraction"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="not measure the same plans"):
         reproducibility(a, b[::-1])
+
+
+def test_latency_rescore_savings_scale_is_fitted_on_the_other_plans():
+    from benchmarks.latency_rescore import savings_scale_cv
+
+    # plans that save 1.3x what the tables predict (of a 100 ms dense model), one of them off by 10%
+    rows = [{"p": p, "measured_on_tables_scale_ms": 100 - 1.3 * (100 - p)} for p in (40, 50, 60, 70, 80, 90)]
+    cv = savings_scale_cv(rows, "p", 100.0)
+    assert cv["scale"] == pytest.approx(1.3) and cv["beside"] == pytest.approx(0.0, abs=1e-9)
+    rows[1]["measured_on_tables_scale_ms"] *= 1.1
+    off = savings_scale_cv(rows, "p", 100.0)
+    assert 0 < off["beside"] < 0.1 and off["scale"] < 1.3
