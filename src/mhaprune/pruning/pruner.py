@@ -592,7 +592,7 @@ class Pruner:
 
             def attempt(ms):
                 plan = at_ms(ms)
-                return plan, plan.meta["latency"]["predicted_ms"], self._measure_plan(plan)
+                return plan, plan.meta["latency"]["predicted_ms"], self._planned_model(plan)
 
             if not self.cfg.latency_feedback:
                 return at_ms(self.latency_target)
@@ -618,7 +618,7 @@ class Pruner:
 
         def attempt(t):
             plan = at_level(t)
-            return plan, plan.meta["latency"]["predicted_ms"], self._measure_plan(plan)
+            return plan, plan.meta["latency"]["predicted_ms"], self._planned_model(plan)
 
         def to_level(ms):
             return macs_level(predicted, ms, lo, hi)
@@ -627,17 +627,8 @@ class Pruner:
         # a MACs target of that level gives
         return self._feedback(self.target, attempt, to_level, lo, hi)
 
-    def _measured(self, model: nn.Module) -> float:
-        """``model`` timed beside the dense model at the target's setting, as milliseconds on the tables' scale (its
-        ratio to the dense model times the tables' dense latency). A machine whose speed drifts between the tables'
-        measurement and this one (measured here: the dense deit_micro at 29.9 ms in the tables, 41.8-46.7 ms four
-        minutes later) would otherwise make the feedback prune for the drift."""
-        ms, dense_ms = self.latency.time_beside_dense(model)
-        self._clock.append({"plan_ms": round(ms, 4), "dense_ms": round(dense_ms, 4)})
-        return ms * self.latency.dense_total / dense_ms
-
-    def _measure_plan(self, plan: Plan) -> float:
-        return self._measured(apply_plan(copy.deepcopy(self.latency.dense_model), plan))
+    def _planned_model(self, plan: Plan) -> nn.Module:
+        return apply_plan(copy.deepcopy(self.latency.dense_model), plan)
 
     def _presearch_level(self, level: int) -> int:
         """The MACs level for the search under a latency target allocated by MACs: uniform plans (one keep ratio in
@@ -655,7 +646,7 @@ class Pruner:
 
         def attempt(t):
             w = uniform(t)
-            return w, latency.total(w), self._measured(latency.sliced(w))
+            return w, latency.total(w), latency.sliced(w)
 
         def to_level(ms):
             w, _ = uniform_widths(latency, self.groups_pruned, ms, cfg.min_per_head, cfg.round_to,
@@ -666,9 +657,13 @@ class Pruner:
         return int(self.presearch["macs_target"])
 
     def _feedback(self, level, attempt, to_level, lo, hi, record: str | None = None):
-        """The latency feedback: plan at ``level`` (``attempt(level)``: ``(plan, predicted ms, measured ms)``, on the
-        tables' scale) and, while the plan measures off the target (slower by over ``FEEDBACK_TOLERANCE``, or faster
-        by over ``FEEDBACK_SLACK``), plan again at :func:`next_level` (at most ``cfg.latency_feedback`` times). The
+        """The latency feedback: plan at ``level`` (``attempt(level)``: ``(plan, predicted ms, the planned model)``),
+        time the planned model beside the dense model and, while it measures off the target (slower by over
+        ``FEEDBACK_TOLERANCE``, or faster by over ``FEEDBACK_SLACK``), plan again at :func:`next_level` (at most
+        ``cfg.latency_feedback`` times). Each timing counts on the tables' scale, the ratio to the dense model times
+        the tables' dense latency: a machine whose speed drifts between the tables' measurement and this one
+        (measured here: the dense deit_micro at 29.9 ms in the tables, 41.8-46.7 ms four minutes later) would
+        otherwise make the feedback prune for the drift. The
         plan kept is the slowest one measured on target (else the fastest measured): a plan far faster than the
         target costs accuracy for nothing (measured: a deit_micro plan cut to 43% of the dense latency, 48.8% val
         top-1, by a machine that slowed 1.5x between the tables and the timing). Returns the plan kept, its record
@@ -677,8 +672,15 @@ class Pruner:
         ceiling = (1 + FEEDBACK_TOLERANCE) * goal
         macs = record is not None or self.budget is self.cost  # levels are MACs targets (else milliseconds)
         dense_level = self.cost.dense_total if macs else dense
-        self._clock: list[dict] = []
-        tried = [(level, *attempt(level))]  # (level, plan, predicted, measured)
+        clock: list[dict] = []
+
+        def timed(at):
+            plan, predicted, model = attempt(at)
+            ms, dense_ms = self.latency.time_beside_dense(model)
+            clock.append({"plan_ms": round(ms, 4), "dense_ms": round(dense_ms, 4)})
+            return at, plan, predicted, ms * dense / dense_ms
+
+        tried = [timed(level)]  # (level, plan, predicted, measured)
         for _ in range(self.cfg.latency_feedback):
             measured = tried[-1][3]
             if (1 - FEEDBACK_SLACK) * goal <= measured <= ceiling or (measured > goal and tried[-1][0] <= lo):
@@ -686,7 +688,7 @@ class Pruner:
             new = next_level([(t[0], t[2], t[3]) for t in tried], goal, dense, to_level, lo, hi, dense_level)
             if any(abs(new - t[0]) <= 1e-3 * abs(t[0]) for t in tried):
                 break
-            tried.append((new, *attempt(new)))
+            tried.append(timed(new))
         within = [t for t in tried if t[3] <= ceiling]
         level, plan, predicted, measured = max(within, key=lambda t: t[3]) if within else min(tried, key=lambda t: t[3])
         info = {  # every figure rounded alike, so comparisons in the record hold as computed
@@ -696,7 +698,7 @@ class Pruner:
             "measured_ms": round(measured, 4),
             "feedback_ms": [round(t[3], 4) for t in tried],
             "tables_error": round(tried[0][3] / tried[0][2], 4),
-            "clock": self._clock,
+            "clock": clock,
         }
         if macs:
             info.update(macs_target=int(level), feedback_macs=[int(t[0]) for t in tried])
