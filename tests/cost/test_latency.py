@@ -298,7 +298,7 @@ def test_latency_feedback_loosens_a_plan_far_faster_than_the_target(cache, timed
         # one plan 10 ms over the goal, saving 30 of the 40 ms the tables predicted: the tables' plan that saves
         # 40 / 30 x the 40 ms the goal needs
         ([(60.0, 60.0, 70.0)], 99.0, 100 - 40 * 40 / 30),
-        # ... the same saving more than predicted, but the looser plan capped at ``hi``
+        # one plan 20 ms under, saving 60 ms where 40 were predicted: a looser plan (73.3), capped at ``hi``
         ([(60.0, 60.0, 40.0)], 70.0, 70.0),
         # one under and one over the goal: the level where the line through them meets it (regula falsi)
         ([(50.0, 50.0, 50.0), (70.0, 70.0, 90.0)], 99.0, 55.0),
