@@ -184,10 +184,7 @@ class Pruner:
             if cfg.latency_allocation == "tables":
                 self.budget, self.target = self.latency, self.latency_target
             else:
-                widths, _ = uniform_widths(self.latency, self.groups_pruned, self.latency_target, cfg.min_per_head,
-                                           cfg.round_to, cfg.same_qk_v_width)  # fmt: skip
-                floor = self.cost.min_total(self.groups_pruned, cfg.min_per_head)
-                self.target = max(floor, min(self.cost.total(widths), self.cost.dense_total - 1))
+                self.target = self._uniform_level(self.latency_target)
                 if cfg.latency_feedback:  # the level measured on target, not the tables' guess
                     self.target = self._presearch_level(self.target)
         else:
@@ -597,7 +594,10 @@ class Pruner:
             if not self.cfg.latency_feedback:
                 return at_ms(self.latency_target)
             floor = self.latency.min_total(self.groups_pruned, self.cfg.min_per_head)
-            return self._feedback(self.latency_target, attempt, lambda ms: ms, floor, self.latency.dense_total)
+            plan, info = self._feedback(self.latency_target, attempt, lambda ms: ms, floor, self.latency.dense_total,
+                                        macs=False)  # fmt: skip
+            plan.meta["latency"].update(info)
+            return plan
         # a latency target allocated by MACs: each plan is the MACs plan of a MACs level
         ranked = rank_scores(scores)
 
@@ -625,7 +625,9 @@ class Pruner:
 
         # first the level the search ran at (set by the measured plans before it, ``_presearch_level``): the plan
         # a MACs target of that level gives
-        return self._feedback(self.target, attempt, to_level, lo, hi)
+        plan, info = self._feedback(self.target, attempt, to_level, lo, hi, macs=True)
+        plan.meta["latency"].update(info, presearch=self.presearch)
+        return plan
 
     def _planned_model(self, plan: Plan) -> nn.Module:
         return apply_plan(copy.deepcopy(self.latency.dense_model), plan)
@@ -640,23 +642,25 @@ class Pruner:
         cfg, cost, latency = self.cfg, self.cost, self.latency
         lo, hi = cost.min_total(self.groups_pruned, cfg.min_per_head), cost.dense_total - 1
 
-        def uniform(t):
-            return uniform_widths(cost, self.groups_pruned, int(t), cfg.min_per_head, cfg.round_to,
-                                  cfg.same_qk_v_width)[0]  # fmt: skip
-
         def attempt(t):
-            w = uniform(t)
+            w, _ = uniform_widths(cost, self.groups_pruned, int(t), cfg.min_per_head, cfg.round_to,
+                                  cfg.same_qk_v_width)  # fmt: skip
             return w, latency.total(w), latency.sliced(w)
 
-        def to_level(ms):
-            w, _ = uniform_widths(latency, self.groups_pruned, ms, cfg.min_per_head, cfg.round_to,
-                                  cfg.same_qk_v_width)  # fmt: skip
-            return max(lo, min(cost.total(w), hi))
-
-        self._feedback(level, attempt, to_level, lo, hi, record="presearch")
+        _, self.presearch = self._feedback(level, attempt, self._uniform_level, lo, hi, macs=True,
+                                           what="the uniform plan before the search")  # fmt: skip
         return int(self.presearch["macs_target"])
 
-    def _feedback(self, level, attempt, to_level, lo, hi, record: str | None = None):
+    def _uniform_level(self, ms: float) -> int:
+        """The MACs of the uniform plan (one keep ratio in every pruned group) that the tables predict at ``ms``,
+        within the reachable MACs."""
+        cfg = self.cfg
+        widths, _ = uniform_widths(self.latency, self.groups_pruned, ms, cfg.min_per_head, cfg.round_to,
+                                   cfg.same_qk_v_width)  # fmt: skip
+        floor = self.cost.min_total(self.groups_pruned, cfg.min_per_head)
+        return max(floor, min(self.cost.total(widths), self.cost.dense_total - 1))
+
+    def _feedback(self, level, attempt, to_level, lo, hi, macs: bool, what: str = "the plan"):
         """The latency feedback: plan at ``level`` (``attempt(level)``: ``(plan, predicted ms, the planned model)``),
         time the planned model beside the dense model and, while it measures off the target (slower by over
         ``FEEDBACK_TOLERANCE``, or faster by over ``FEEDBACK_SLACK``), plan again at :func:`next_level` (at most
@@ -666,11 +670,10 @@ class Pruner:
         otherwise make the feedback prune for the drift. The
         plan kept is the slowest one measured on target (else the fastest measured): a plan far faster than the
         target costs accuracy for nothing (measured: a deit_micro plan cut to 43% of the dense latency, 48.8% val
-        top-1, by a machine that slowed 1.5x between the tables and the timing). Returns the plan kept, its record
-        in ``plan.meta["latency"]`` (or, with ``record``, in ``self.<record>``)."""
+        top-1, by a machine that slowed 1.5x between the tables and the timing). Levels are MACs targets with
+        ``macs``, else milliseconds. Returns the plan kept and its record."""
         goal, dense = self.latency_target, self.latency.dense_total
         ceiling = (1 + FEEDBACK_TOLERANCE) * goal
-        macs = record is not None or self.budget is self.cost  # levels are MACs targets (else milliseconds)
         dense_level = self.cost.dense_total if macs else dense
         clock: list[dict] = []
 
@@ -702,22 +705,15 @@ class Pruner:
         }
         if macs:
             info.update(macs_target=int(level), feedback_macs=[int(t[0]) for t in tried])
-        where = "the uniform plan before the search" if record else "the plan"
         if not 0.8 <= info["tables_error"] <= 1.25:
             _logger.warning("the latency tables predicted %.2f ms for %s, the model measured the equivalent of "
                             "%.2f ms (timed beside the dense model): the tables (cached in %s) may have been measured "
                             "on a busy machine; delete that file to measure them again on a quiet one",
-                            tried[0][2], where, tried[0][3], self.latency.path)  # fmt: skip
+                            tried[0][2], what, tried[0][3], self.latency.path)  # fmt: skip
         if measured > ceiling:
             _logger.warning("%s measured %.2f ms against the %.2f ms latency target after %d correction(s) (the "
-                            "machine may be busy)", where, measured, goal, len(tried) - 1)  # fmt: skip
-        if record is not None:
-            setattr(self, record, info)
-            return plan
-        plan.meta["latency"].update(info)
-        if self.presearch is not None:
-            plan.meta["latency"]["presearch"] = self.presearch
-        return plan
+                            "machine may be busy)", what, measured, goal, len(tried) - 1)  # fmt: skip
+        return plan, info
 
     @torch.no_grad()
     def set_masks(self, plan: Plan) -> None:
