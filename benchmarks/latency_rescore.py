@@ -40,6 +40,11 @@ def random_rows(run: Path, name: str) -> list[dict]:
     return [r for r in rows if r["model"] == name and r["kind"] == "random"]
 
 
+def dense_row(run: Path, name: str) -> dict:
+    rows = json.loads((run / "latency_model.json").read_text())["rows"]
+    return next(r for r in rows if r["model"] == name and r["kind"] == "dense")
+
+
 def reproducibility(a: list[dict], b: list[dict]) -> dict:
     """Median (and max) relative difference between two runs' measurements of the same plans: own time and
     fraction of the dense model beside it. Raises ``ValueError`` when the runs measured different plans."""
@@ -69,8 +74,7 @@ def variants(run: Path, name: str, rows: list[dict]) -> dict[str, dict]:
     if tables["setting"] != asdict(setting):
         raise SystemExit(f"the tables were measured for {tables['setting']}, this machine is {asdict(setting)}: "
                          "rescore them on that machine")  # fmt: skip
-    dense_row = next(r for r in json.loads((run / "latency_model.json").read_text())["rows"]
-                     if r["model"] == name and r["kind"] == "dense")  # fmt: skip
+    dense = dense_row(run, name)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MHAPRUNE_CACHE"] = tmp
         (Path(tmp) / "latency").mkdir()
@@ -92,7 +96,7 @@ def variants(run: Path, name: str, rows: list[dict]) -> dict[str, dict]:
     def total(layers, const):
         return lambda w: const + sum(float(lc.latency(w.get(lc.path, {}))) for lc in layers)
 
-    alone = dense_row["measured_ms"]
+    alone = dense["measured_ms"]
     return {
         "version 5 (reference rescale and constant)": score(rows, cost.total, cost.dense_total),
         "tables as measured, reference constant": score(rows, total(raw, ref["ms"] - sum(lc.full for lc in raw)),
@@ -148,8 +152,7 @@ def main(argv=None) -> int:
     for label, s in variants(args.run, args.model, rows).items():
         print(f"{label:58s} own {s['own']:.1%} ({s['too_slow']} of {len(rows)} too slow), "
               f"beside dense {s['beside']:.1%}")  # fmt: skip
-    dense_ms = next(r for r in json.loads((args.run / "latency_model.json").read_text())["rows"]
-                    if r["model"] == args.model and r["kind"] == "dense")["predicted_ms"]  # fmt: skip
+    dense_ms = dense_row(args.run, args.model)["predicted_ms"]
     for key, label in (("predicted_uncalibrated_ms", "uncalibrated"), ("predicted_ms", "calibrated")):
         cv = savings_scale_cv(rows, key, dense_ms)
         print(f"{label} tables x one savings scale fitted on half the plans (2-fold): beside dense {cv['beside']:.1%} "
